@@ -1,0 +1,131 @@
+"""The configuration keys of SPEC 4, their defaults (here and only here) and checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .event import check_event_name, check_retry, show
+
+#: Every configuration key with its default. ``docs/config.rst`` mirrors it.
+DEFAULTS: dict[str, Any] = {
+    "SSE_URL_PREFIX": "/stream",
+    "SSE_REDIS_URL": None,
+    "SSE_KEEPALIVE": 15,
+    "SSE_RETRY": None,
+    "SSE_MAX_HISTORY": 1000,
+    "SSE_HISTORY_TTL": None,
+    "SSE_QUEUE_SIZE": 1024,
+    "SSE_MAX_CONNECTIONS": 10000,
+    "SSE_CORS_ORIGINS": None,
+    "SSE_RESET_EVENT": "sse-reset",
+    "SSE_REDIS_PREFIX": "sse",
+}
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The checked configuration of one app, read once by ``init_app``."""
+
+    url_prefix: str
+    redis_url: str | None
+    keepalive: float
+    retry: int | None
+    max_history: int
+    history_ttl: float | None
+    queue_size: int
+    max_connections: int
+    cors_origins: str | tuple[str, ...] | None
+    reset_event: str
+    redis_prefix: str
+
+
+def option_name(key: str) -> str:
+    """``SSE_QUEUE_SIZE`` -> ``queue_size``: the keyword option of a key."""
+    return key[len("SSE_") :].lower()
+
+
+def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check keyword options of ``SSE``/``make_sse``: names now, values at ``init_app``."""
+    known = {option_name(key) for key in DEFAULTS}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"unknown option {unknown[0]!r}; the options are: {', '.join(sorted(known))}")
+    return dict(options)
+
+
+def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settings:
+    """Fill ``config`` with the defaults (keyword options replace them) and check it.
+
+    A key already in ``config`` wins over a keyword option, so a deployment can
+    change a setting without a code change. Raises :class:`ValueError` or
+    :class:`TypeError` naming the key, the bad value and what is accepted.
+    """
+    values = {}
+    for key, default in DEFAULTS.items():
+        values[option_name(key)] = config.setdefault(key, options.get(option_name(key), default))
+    return Settings(
+        url_prefix=_url_prefix(values["url_prefix"]),
+        redis_url=_redis_url(values["redis_url"]),
+        keepalive=_positive_number("SSE_KEEPALIVE", values["keepalive"]),
+        retry=None if values["retry"] is None else check_retry(values["retry"], "SSE_RETRY"),
+        max_history=_int_at_least("SSE_MAX_HISTORY", values["max_history"], 0),
+        history_ttl=None
+        if values["history_ttl"] is None
+        else _positive_number("SSE_HISTORY_TTL", values["history_ttl"]),
+        queue_size=_int_at_least("SSE_QUEUE_SIZE", values["queue_size"], 1),
+        max_connections=_int_at_least("SSE_MAX_CONNECTIONS", values["max_connections"], 1),
+        cors_origins=cors_origins("SSE_CORS_ORIGINS", values["cors_origins"]),
+        reset_event=check_event_name(values["reset_event"], "SSE_RESET_EVENT"),
+        redis_prefix=_redis_prefix(values["redis_prefix"]),
+    )
+
+
+def cors_origins(key: str, value: Any) -> str | tuple[str, ...] | None:
+    """``None``, ``"*"``, or a list of origins such as ``"https://example.com"``."""
+    if value is None or value == "*":
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError(f'{key} must be None, "*" or a list of origins like "https://example.com", got {show(value)}')
+    for origin in value:
+        if not isinstance(origin, str) or "://" not in origin or origin.endswith("/") or origin == "*":
+            raise ValueError(f'{key} must list origins as "scheme://host[:port]" without a path, got {show(origin)}')
+    return tuple(value)
+
+
+def _positive_number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{key} must be a positive number of seconds, got {show(value)}")
+    return float(value)
+
+
+def _int_at_least(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{key} must be an int of at least {low}, got {show(value)}")
+    return value
+
+
+def _url_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ValueError(f'SSE_URL_PREFIX must be a path starting with "/", such as "/stream", got {show(value)}')
+    return value
+
+
+def _redis_url(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(_REDIS_SCHEMES):
+        raise ValueError(
+            f"SSE_REDIS_URL must be None (in-process store) or a URL starting with"
+            f" {', '.join(_REDIS_SCHEMES)}, got {show(value)}"
+        )
+    return value
+
+
+def _redis_prefix(value: Any) -> str:
+    if not isinstance(value, str) or not value or any(c in value for c in " \r\n\x00"):
+        raise ValueError(f"SSE_REDIS_PREFIX must be a non-empty str without spaces or line breaks, got {show(value)}")
+    return value

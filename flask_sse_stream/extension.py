@@ -1,0 +1,178 @@
+"""The Flask extension: ``SSE``."""
+
+from __future__ import annotations
+
+import weakref
+from functools import partial
+from collections.abc import Callable
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, has_app_context
+from flask.json.provider import DefaultJSONProvider
+
+from . import config
+from .event import Event, check_channel, new_event, show
+from .hub import Connection
+from .state import AppState
+from .view import stream_response
+
+Authorizer = Callable[[str], bool]
+
+
+class SSE:
+    """Server-sent events for a Flask app.
+
+    .. code-block:: python
+
+        sse = SSE()                      # or SSE(app), or SSE(app, keepalive=5)
+        sse.init_app(app)                # the stream is now at /stream
+        sse.send_new_event(data="Hello World!", id=True)
+
+    :param app: the app to set up now, as :meth:`init_app` would.
+    :param options: configuration keys in lower case without ``SSE_``
+        (``keepalive=5`` for ``SSE_KEEPALIVE``); they replace the defaults,
+        and keys set in ``app.config`` win over them.
+
+    One ``SSE`` can serve several apps; each gets its own store, id counter
+    and streams.
+    """
+
+    def __init__(self, app: Flask | None = None, **options: Any) -> None:
+        self._options = config.check_options(options)
+        self._authorizers: list[Authorizer] = []
+        self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Set up ``app``: read its configuration and register the stream blueprint.
+
+        Reads (and fills in the defaults of) ``SSE_URL_PREFIX``,
+        ``SSE_REDIS_URL``, ``SSE_KEEPALIVE``, ``SSE_RETRY``,
+        ``SSE_MAX_HISTORY``, ``SSE_HISTORY_TTL``, ``SSE_QUEUE_SIZE``,
+        ``SSE_MAX_CONNECTIONS``, ``SSE_CORS_ORIGINS``, ``SSE_RESET_EVENT``
+        and ``SSE_REDIS_PREFIX``, once: later changes to ``app.config`` are
+        not seen. Then ``app.extensions["sse"]`` and ``app.sse`` are this
+        object.
+        """
+        if "sse" in app.extensions:
+            raise RuntimeError(f"an SSE extension is already registered on {app.name!r}; call init_app once per app")
+        settings = config.load(app.config, self._options)
+        state = AppState(settings, self._authorizers)
+        self._states[app] = state
+        app.extensions["sse"] = self
+        app.sse = self  # type: ignore[attr-defined]
+
+        blueprint = Blueprint("sse", __name__)
+
+        def stream() -> Any:
+            return stream_response(state, settings.cors_origins)
+
+        prefix = settings.url_prefix.rstrip("/")
+        blueprint.add_url_rule(
+            "" if prefix else "/", "stream", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False
+        )
+        app.register_blueprint(blueprint, url_prefix=prefix or None)
+
+    def authorize(self, f: Authorizer) -> Authorizer:
+        """Register ``f(channel) -> bool``, called in the request context before a stream opens.
+
+        A stream of several channels calls it for each; one ``False`` answers
+        ``403``. Without any, every channel is open.
+
+        .. code-block:: python
+
+            @sse.authorize
+            def may_listen(channel):
+                return channel == "news" or channel == f"user-{session.get('user_id')}"
+        """
+        self._authorizers.append(f)
+        return f
+
+    def send_new_event(
+        self,
+        data: Any = None,
+        event: str | None = None,
+        id: bool = False,
+        retry: int | None = None,
+        channel: str = "sse",
+    ) -> int | None:
+        """Send an event to every stream of ``channel``; return its id, or ``None``.
+
+        :param data: a ``str`` is sent as is, one ``data:`` line per line
+            (split on CRLF, CR and LF only); any other value as JSON (the
+            app's JSON provider); ``None`` sends no ``data:`` line.
+        :param event: the event name: a non-empty ``str`` without CR, LF or NUL.
+        :param id: ``True`` gives the event the next id (from 1, one counter
+            for all channels of the app) and stores it, to be replayed to
+            streams that open later or resume with ``Last-Event-ID``;
+            ``False`` sends it live only.
+        :param retry: the browser's reconnection time in milliseconds, a positive ``int``.
+        :param channel: 1 to 200 characters without control characters.
+        :raises TypeError, ValueError: for an invalid argument, before anything is sent or stored.
+
+        Safe from any greenlet or thread, inside or outside a request or app
+        context (outside one, an ``SSE`` on exactly one app uses that app).
+        It never blocks on a client: a stream too far behind is disconnected.
+        """
+        if id is not True and id is not False:
+            raise TypeError(
+                "id must be True (give the event the next id and store it)"
+                f" or False (send it live only), got {show(id)}"
+            )
+        check_channel(channel)
+        app = self._app()
+        draft = new_event(data, event, retry, _json_dumps(app))
+        return self._states[app].backend.publish(channel, draft, with_id=id).id
+
+    @property
+    def connections(self) -> list[Connection]:
+        """The open streams of this process, each with ``channels``, ``remote_addr`` and ``started_at``."""
+        return self._state().hub.connections()
+
+    @property
+    def messages(self) -> dict[int, Event]:
+        """The stored events of the default channel ``sse``: ``history("sse")``."""
+        return self.history("sse")
+
+    def history(self, channel: str = "sse") -> dict[int, Event]:
+        """The stored events of ``channel``, as an id-ordered ``{id: event}``."""
+        check_channel(channel)
+        return {event.id: event for event in self._state().backend.stored(channel)}  # type: ignore[misc]
+
+    def state_for(self, app: Flask | None = None) -> AppState:
+        """The per-app state (for the standalone server and tests)."""
+        return self._state() if app is None else self._states[app]
+
+    def _state(self) -> AppState:
+        return self._states[self._app()]
+
+    def _app(self) -> Flask:
+        if has_app_context():
+            app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            if app in self._states:
+                return app
+            if len(self._states) != 1:
+                raise RuntimeError(
+                    f"The current Flask app {app.name!r} is not registered with this 'SSE' instance."
+                    " Did you forget to call 'init_app', or did you mean to use the app's own 'app.sse'?"
+                )
+        apps = list(self._states)
+        if len(apps) == 1:
+            return apps[0]
+        if not apps:
+            raise RuntimeError(
+                "This 'SSE' instance is not registered with any Flask app. Did you forget to call 'init_app'?"
+            )
+        raise RuntimeError(
+            f"This 'SSE' instance serves {len(apps)} apps; call it inside an app context"
+            " ('with app.app_context():') so it knows which one."
+        )
+
+
+def _json_dumps(app: Flask) -> Callable[[Any], str]:
+    provider = app.json
+    if type(provider) is DefaultJSONProvider:
+        # NaN and Infinity are not JSON: the browser's JSON.parse would reject them.
+        return partial(provider.dumps, allow_nan=False)
+    return provider.dumps

@@ -1,0 +1,225 @@
+"""The stream endpoint of SPEC 2: request checks, CORS, replay, then live events.
+
+The view runs in the request context only to check the request and to
+subscribe; the body it returns needs no context, so a stream does not keep
+the request context (and its memory) alive for its whole life.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Response, request
+
+from .event import Event, check_channel, reset_frame
+from .hub import Connection
+from .state import AppState
+
+#: At most this many channels on one stream (browsers allow six HTTP/1.1
+#: connections per origin, so pages combine channels instead).
+MAX_CHANNELS = 16
+DEFAULT_CHANNEL = "sse"
+#: Seconds a client refused for load should wait (``Retry-After``).
+RETRY_AFTER = 5
+
+OPENING = b": flask_sse_stream\n"
+KEEPALIVE = b": keep-alive\n\n"
+_RESUME_ID = re.compile(r"[0-9]{1,20}")
+_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+Authorizer = Callable[[str], bool]
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def stream_response(
+    state: AppState,
+    cors: str | tuple[str, ...] | None,
+    server: object = None,
+) -> Response:
+    """Answer a request to the stream endpoint (any method)."""
+    environ = request.environ
+    headers = cors_headers(cors, request.headers.get("Origin"))
+    method = request.method
+    if method == "OPTIONS":
+        if "Access-Control-Allow-Origin" in headers:
+            headers["Access-Control-Allow-Methods"] = "GET"
+            headers["Access-Control-Allow-Headers"] = "Last-Event-ID, Cache-Control"
+        return Response(status=204, headers=headers)
+    if method not in ("GET", "HEAD"):
+        return _refuse(
+            405,
+            f"{method} is not allowed here; the stream answers GET (and HEAD, OPTIONS)",
+            headers,
+            {"Allow": "GET, HEAD, OPTIONS"},
+        )
+    try:
+        query = parse_query(environ.get("QUERY_STRING", ""))
+        channels = parse_channels(query)
+    except BadRequest as error:
+        return _refuse(400, str(error), headers)
+    for channel in channels:
+        for authorize in state.authorizers:
+            if not authorize(channel):
+                return _refuse(403, f"channel {channel!r} is not open to this request", headers)
+    headers.update(_STREAM_HEADERS)
+    if method == "HEAD":
+        return Response(status=200, headers=headers)
+
+    settings = state.settings
+    sock = socket_of(environ)
+    if sock is not None:
+        _no_delay(sock)
+    connection = Connection(channels, request.remote_addr, settings.queue_size, sock, server)
+    if not state.hub.subscribe(connection, settings.max_connections):
+        return _refuse(
+            503,
+            f"this process serves its limit of {settings.max_connections} streams",
+            headers,
+            {"Retry-After": str(RETRY_AFTER)},
+        )
+    try:
+        # Subscribed first, then the store is read: an event sent meanwhile is
+        # in both, and the body drops the queued copy (ids up to `skip`).
+        replay = state.backend.replay(channels, resume_point(environ, query))
+    except BaseException:
+        state.hub.unsubscribe(connection)
+        raise
+    first = [OPENING]
+    if settings.retry is not None:
+        first.append(b"retry: %d\n" % settings.retry)
+    first.append(b"\n")
+    if replay.reset:
+        first.append(reset_frame(settings.reset_event))
+    first.extend(event.frame for event in replay.events)
+    skip = (replay.events[-1].id or 0) if replay.events else 0
+    body = StreamBody(state, connection, b"".join(first), skip)
+    return Response(body, status=200, headers=headers, direct_passthrough=True)
+
+
+class StreamBody(Iterator[bytes]):
+    """The WSGI body of one stream: one item per write, pending events joined."""
+
+    __slots__ = ("_state", "_connection", "_first", "_keepalive", "_skip")
+
+    def __init__(self, state: AppState, connection: Connection, first: bytes, skip: int) -> None:
+        self._state = state
+        self._connection = connection
+        self._first: bytes | None = first
+        self._keepalive = state.settings.keepalive
+        self._skip = skip
+
+    def __next__(self) -> bytes:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        while True:
+            events = self._connection.take(self._keepalive)
+            if events is None:
+                raise StopIteration
+            if not events:
+                return KEEPALIVE
+            if self._skip:
+                events = self._drop_replayed(events)
+                if not events:
+                    continue
+            if len(events) == 1:
+                return events[0].frame
+            return b"".join([event.frame for event in events])
+
+    def close(self) -> None:
+        self._state.hub.unsubscribe(self._connection)
+        self._connection.close()
+
+    def _drop_replayed(self, events: list[Event]) -> list[Event]:
+        # Events arrive in id order, so once one is past the replay, all are.
+        skip = self._skip
+        kept = [event for event in events if event.id is None or event.id > skip]
+        if any(event.id is not None for event in kept):
+            self._skip = 0
+        return kept
+
+
+def parse_query(query_string: str) -> list[tuple[str, str]]:
+    """Decode the query string strictly as UTF-8 (PEP 3333 hands it over as latin-1)."""
+    try:
+        raw = query_string.encode("latin-1")
+        return [(key.decode(), value.decode()) for key, value in parse_qsl(raw, keep_blank_values=True)]
+    except UnicodeError:
+        raise BadRequest(f"the query string must be UTF-8 (percent-encoded), got {query_string[:100]!r}") from None
+
+
+def parse_channels(query: list[tuple[str, str]]) -> tuple[str, ...]:
+    """The channels a stream asks for, each once, in request order."""
+    names = [value for key, value in query if key == "channel"]
+    if not names:
+        return (DEFAULT_CHANNEL,)
+    channels = tuple(dict.fromkeys(names))
+    if len(channels) > MAX_CHANNELS:
+        raise BadRequest(f"a stream takes at most {MAX_CHANNELS} channel parameters, got {len(channels)}")
+    for channel in channels:
+        try:
+            check_channel(channel)
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
+    return channels
+
+
+def resume_point(environ: dict[str, Any], query: list[tuple[str, str]]) -> int | None:
+    """The ``Last-Event-ID`` header, else the ``lastEventId`` parameter, if 1 to 20 digits."""
+    value = environ.get("HTTP_LAST_EVENT_ID")
+    if value is None:
+        value = next((v for k, v in query if k == "lastEventId"), None)
+    if value is not None and _RESUME_ID.fullmatch(value):
+        return int(value)
+    return None
+
+
+def cors_headers(allowed: str | tuple[str, ...] | None, origin: str | None) -> dict[str, str]:
+    """CORS headers for ``origin``: only for an allowed one; credentials only for a listed one."""
+    if allowed is None:
+        return {}
+    if allowed == "*":
+        return {"Access-Control-Allow-Origin": "*"}
+    headers = {"Vary": "Origin"}
+    if origin is not None and origin in allowed:
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Access-Control-Allow-Credentials"] = "true"
+    return headers
+
+
+def socket_of(environ: dict[str, Any]) -> Any:
+    """The client's socket, where the server tells it, so a stuck stream can be cut."""
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+    if sock is None:
+        # gevent.pywsgi: wsgi.input reads from sock.makefile("rb").
+        stream = getattr(environ.get("wsgi.input"), "rfile", environ.get("wsgi.input"))
+        sock = getattr(getattr(stream, "raw", None), "_sock", None)
+    return sock if hasattr(sock, "shutdown") else None
+
+
+def _no_delay(sock: Any) -> None:
+    # Events are small writes: without TCP_NODELAY, Nagle's algorithm holds one
+    # back until the previous one is acknowledged (up to 40 ms with delayed ACKs).
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass  # not TCP (a Unix socket), or closed already
+
+
+def _refuse(status: int, message: str, headers: dict[str, str], extra: dict[str, str] | None = None) -> Response:
+    response = Response(message + "\n", status=status, headers=headers, content_type="text/plain; charset=utf-8")
+    if extra:
+        response.headers.update(extra)
+    return response
