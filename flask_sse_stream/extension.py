@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import weakref
-from functools import partial
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, has_app_context
