@@ -44,10 +44,13 @@ class Event:
     frame: bytes = field(repr=False, compare=False)
     #: ``time.monotonic()`` when it was sent, for ``SSE_HISTORY_TTL``.
     created: float = field(default_factory=time.monotonic, repr=False, compare=False)
+    #: The data as sent: the ``str`` itself, or its JSON text.
+    text: str | None = field(default=None, repr=False, compare=False)
 
     def with_id(self, id: int) -> Event:
         """The same event carrying ``id``: its frame gains the ``id:`` line."""
-        return Event(id, self.event, self.data, self.retry, b"id: %d\n" % id + self.frame, self.created)
+        frame = b"id: %d\n" % id + self.frame
+        return Event(id, self.event, self.data, self.retry, frame, self.created, self.text)
 
 
 def show(value: object, limit: int = 60) -> str:
@@ -127,7 +130,7 @@ def new_event(
         frame = "".join(lines).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueError(f"data must be encodable as UTF-8 (no lone surrogates), got {show(text)}") from None
-    return Event(None, event, data, retry, frame)
+    return Event(None, event, data, retry, frame, text=text)
 
 
 def reset_frame(name: str) -> bytes:

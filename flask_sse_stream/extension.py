@@ -172,7 +172,7 @@ class SSE:
 
 def _json_dumps(app: Flask) -> Callable[[Any], str]:
     provider = app.json
-    if type(provider) is DefaultJSONProvider:
+    if isinstance(provider, DefaultJSONProvider):
         # NaN and Infinity are not JSON: the browser's JSON.parse would reject them.
         return partial(provider.dumps, allow_nan=False)
     return provider.dumps

@@ -32,6 +32,7 @@ class Connection:
         "started_at",
         "server",
         "closed",
+        "hangup",
         "_pending",
         "_limit",
         "_waker",
@@ -53,6 +54,9 @@ class Connection:
         self.server = server
         #: Set once the stream must end; it then receives nothing more.
         self.closed = False
+        #: Set when the connection itself must close after the stream ends
+        #: (server or worker shutdown), not wait for another request.
+        self.hangup = False
         self._pending: deque[Event] = deque()
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
@@ -92,8 +96,13 @@ class Connection:
                 return []
         return None
 
-    def close(self) -> None:
-        """End the stream cleanly after what it is writing now."""
+    def close(self, hangup: bool = False) -> None:
+        """End the stream cleanly after what it is writing now.
+
+        With ``hangup``, the connection closes too once the response has ended,
+        so that the client reconnects elsewhere instead of reusing it.
+        """
+        self.hangup = self.hangup or hangup
         self.closed = True
         self._pending.clear()
         if self._waker is not None:
@@ -102,13 +111,19 @@ class Connection:
     def abort(self) -> None:
         """End the stream now, even if its writer is blocked on a client that stopped reading."""
         self.close()
-        if self._socket is not None:
-            try:
-                self._socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        elif self._waker is not None:
-            self._waker.kill()
+        if not self.shutdown_socket():
+            if self._waker is not None:
+                self._waker.kill()
+
+    def shutdown_socket(self) -> bool:
+        """Close the client's connection under the server's feet; False if its socket is unknown."""
+        if self._socket is None:
+            return False
+        try:
+            self._socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
 
 
 class Hub:
@@ -127,6 +142,11 @@ class Hub:
 
     def connections(self) -> list[Connection]:
         return list(self._all)
+
+    def channels(self) -> list[str]:
+        """The channels that have streams here."""
+        with self._lock:
+            return list(self._channels)
 
     def subscribe(self, connection: Connection, limit: int) -> bool:
         """Add ``connection`` unless ``limit`` streams are open; False if full."""
@@ -164,6 +184,6 @@ class Hub:
         for connection in targets:
             connection.push(event)
 
-    def close(self, connections: Iterable[Connection]) -> None:
+    def close(self, connections: Iterable[Connection], hangup: bool = False) -> None:
         for connection in connections:
-            connection.close()
+            connection.close(hangup)

@@ -8,6 +8,7 @@ may block (on ``input()``, say) while the server keeps serving.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import socket
 import threading
@@ -93,6 +94,9 @@ def start_sse_tcp_port(
         if environ.get("PATH_INFO") not in ("", "/"):
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"the stream is at /\n"]
+        address = environ.get("REMOTE_ADDR", "")
+        if address.startswith("::ffff:"):  # an IPv4 client of the dual-stack listener
+            environ["REMOTE_ADDR"] = address[len("::ffff:") :]
         with app.request_context(environ):
             response = stream_response(state, origins, server=tag)
         return response(environ, start_response)
@@ -113,7 +117,7 @@ def start_sse_tcp_port(
         finally:
             started.set()
         stopping.wait()
-        state.hub.close(c for c in state.hub.connections() if c.server is tag)
+        state.hub.close((c for c in state.hub.connections() if c.server is tag), hangup=True)
         server.stop(timeout=STOP_TIMEOUT)
 
     thread = threading.Thread(target=serve, name=f"sse-server-{port}", daemon=True)
@@ -123,6 +127,7 @@ def start_sse_tcp_port(
         raise control["error"]
 
     def stop() -> None:
+        atexit.unregister(stop)
         if not thread.is_alive():
             return
         if thread_ident() == control["thread"]:
@@ -130,6 +135,9 @@ def start_sse_tcp_port(
         else:
             control["loop"].run_callback_threadsafe(control["stopping"].set)
         thread.join(STOP_TIMEOUT + 1)
+
+    # A server thread still running Python while the interpreter shuts down can crash it.
+    atexit.register(stop)
 
     log.info("serving server-sent events on port %d", port)
     return StopServer(port, stop)

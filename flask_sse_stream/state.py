@@ -7,6 +7,7 @@ from collections.abc import Callable
 from .backends import Backend, create_backend
 from .config import Settings
 from .hub import Hub
+from .lifecycle import register
 
 
 class AppState:
@@ -17,4 +18,5 @@ class AppState:
         #: Shared with the ``SSE`` object: ``@sse.authorize`` applies to every app.
         self.authorizers = authorizers
         self.hub = Hub()
-        self.backend: Backend = create_backend(settings, self.hub.deliver)
+        self.backend: Backend = create_backend(settings, self.hub)
+        register(self)

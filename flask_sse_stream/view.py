@@ -7,16 +7,18 @@ the request context (and its memory) alive for its whole life.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
 from flask import Response, request
 
 from .event import Event, check_channel, reset_frame
 from .hub import Connection
+from .lifecycle import on_stream, shutting_down
 from .state import AppState
 
 #: At most this many channels on one stream (browsers allow six HTTP/1.1
@@ -36,6 +38,7 @@ _STREAM_HEADERS = {
 }
 
 Authorizer = Callable[[str], bool]
+log = logging.getLogger("flask_sse_stream")
 
 
 class BadRequest(ValueError):
@@ -80,6 +83,10 @@ def stream_response(
     sock = socket_of(environ)
     if sock is not None:
         _no_delay(sock)
+    if shutting_down():
+        # This worker is ending: open the stream and end it at once, so the
+        # browser reconnects (with Last-Event-ID) to a worker that stays.
+        return Response(_Hangup(OPENING + b"\n", sock), status=200, headers=headers, direct_passthrough=True)
     connection = Connection(channels, request.remote_addr, settings.queue_size, sock, server)
     if not state.hub.subscribe(connection, settings.max_connections):
         return _refuse(
@@ -88,10 +95,17 @@ def stream_response(
             headers,
             {"Retry-After": str(RETRY_AFTER)},
         )
+    on_stream(state, environ)
     try:
         # Subscribed first, then the store is read: an event sent meanwhile is
         # in both, and the body drops the queued copy (ids up to `skip`).
         replay = state.backend.replay(channels, resume_point(environ, query))
+    except ConnectionError as error:
+        state.hub.unsubscribe(connection)
+        log.warning("refused a stream: %s", error)
+        return _refuse(
+            503, "the event store is unavailable; try again shortly", headers, {"Retry-After": str(RETRY_AFTER)}
+        )
     except BaseException:
         state.hub.unsubscribe(connection)
         raise
@@ -139,8 +153,13 @@ class StreamBody(Iterator[bytes]):
             return b"".join([event.frame for event in events])
 
     def close(self) -> None:
-        self._state.hub.unsubscribe(self._connection)
-        self._connection.close()
+        connection = self._connection
+        self._state.hub.unsubscribe(connection)
+        connection.close()
+        if connection.hangup:
+            # The server has written the end of the response by now (WSGI
+            # calls close() last): end the connection too.
+            connection.shutdown_socket()
 
     def _drop_replayed(self, events: list[Event]) -> list[Event]:
         # Events arrive in id order, so once one is past the replay, all are.
@@ -151,13 +170,39 @@ class StreamBody(Iterator[bytes]):
         return kept
 
 
+class _Hangup(Iterator[bytes]):
+    """A stream that ends after its opening and closes its connection."""
+
+    def __init__(self, first: bytes, sock: Any) -> None:
+        self._first: bytes | None = first
+        self._socket = sock
+
+    def __next__(self) -> bytes:
+        first, self._first = self._first, None
+        if first is None:
+            raise StopIteration
+        return first
+
+    def close(self) -> None:
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def parse_query(query_string: str) -> list[tuple[str, str]]:
     """Decode the query string strictly as UTF-8 (PEP 3333 hands it over as latin-1)."""
+    pairs = []
     try:
-        raw = query_string.encode("latin-1")
-        return [(key.decode(), value.decode()) for key, value in parse_qsl(raw, keep_blank_values=True)]
+        for part in query_string.encode("latin-1").split(b"&"):
+            if part:
+                key, _, value = part.replace(b"+", b" ").partition(b"=")
+                pairs.append((unquote_to_bytes(key).decode(), unquote_to_bytes(value).decode()))
     except UnicodeError:
-        raise BadRequest(f"the query string must be UTF-8 (percent-encoded), got {query_string[:100]!r}") from None
+        raw = query_string.encode("latin-1", "replace")[:100]
+        raise BadRequest(f"the query string must be UTF-8 (percent-encoded), got {raw!r}") from None
+    return pairs
 
 
 def parse_channels(query: list[tuple[str, str]]) -> tuple[str, ...]:

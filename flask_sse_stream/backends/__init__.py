@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Backend, Deliver, Replay
+from .base import Backend, Fanout, Replay
 from .memory import MemoryBackend
 
 
-def create_backend(settings: Settings, deliver: Deliver) -> Backend:
-    """The backend that ``settings`` asks for, delivering to ``deliver``."""
+def create_backend(settings: Settings, fanout: Fanout) -> Backend:
+    """The backend that ``settings`` asks for, delivering to ``fanout``."""
     if settings.redis_url is None:
-        return MemoryBackend(settings, deliver)
-    from .redis import RedisBackend  # type: ignore[import-not-found]  # redis-py is optional
+        return MemoryBackend(settings, fanout)
+    from .redis import RedisBackend  # redis-py is an optional dependency
 
-    return RedisBackend(settings, deliver)  # type: ignore[no-any-return]
+    return RedisBackend(settings, fanout)
 
 
-__all__ = ["Backend", "Deliver", "MemoryBackend", "Replay", "create_backend"]
+__all__ = ["Backend", "Fanout", "MemoryBackend", "Replay", "create_backend"]

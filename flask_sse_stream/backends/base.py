@@ -7,13 +7,22 @@ Backends move and store encoded events, they never encode them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from ..event import Event
 
-#: Called once per event, in id order, to fan it out to this process's streams.
-Deliver = Callable[[str, Event], None]
+
+class Fanout(Protocol):
+    """The streams of this process (the hub), as a backend sees them."""
+
+    def deliver(self, channel: str, event: Event) -> None:
+        """Called once per event, in id order; never blocks."""
+        ...
+
+    def channels(self) -> list[str]:
+        """The channels that have streams in this process."""
+        ...
 
 
 class Replay(NamedTuple):

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from ..config import Settings
 from ..event import Event
 from ..waking import allocate_lock
-from .base import Deliver, Replay
+from .base import Fanout, Replay
 
 
 class MemoryBackend:
-    def __init__(self, settings: Settings, deliver: Deliver) -> None:
-        self._deliver = deliver
+    def __init__(self, settings: Settings, fanout: Fanout) -> None:
+        self._deliver = fanout.deliver
         self._max_history = settings.max_history
         self._ttl = settings.history_ttl
         # One lock orders id allocation, storing and fan-out, so that every
