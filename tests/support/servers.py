@@ -84,7 +84,8 @@ class ProcessServer:
         self.port = port
         self.log_path = log
         merged = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT), **(env or {}))
-        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self._log_file = open(log, "wb") if log else None  # noqa: SIM115
+        out = self._log_file or subprocess.DEVNULL
         self.process = subprocess.Popen(
             args, env=merged, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -111,6 +112,9 @@ class ProcessServer:
                 self.process.wait(10)
             except ProcessLookupError:
                 pass
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
 
 PYTHON = sys.executable

@@ -1,0 +1,61 @@
+"""The small app that the deployment tests run under each supported server.
+
+``create_app()`` mounts the stream at ``/stream`` and adds:
+
+- ``POST /publish``: ``current_app.sse.send_new_event`` with ``data``,
+  ``event``, ``id`` (``1``/``true`` gives an id) and ``channel`` from the form
+  or the query; answers ``{"id": ...}``.
+- ``POST /burst?n=5``: sends ``n`` events (``burst 0`` …) in this one request,
+  back to back, never yielding between them; answers ``{"ids": [...]}``.
+- ``GET /info``: what the process runs under (``patched``: is ``socket``
+  monkey-patched), its pid and the number of open streams.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gevent.monkey
+from flask import Flask, current_app, jsonify, request
+
+from flask_sse_stream import SSE
+
+_TRUE = ("1", "true", "yes", "on")
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    SSE(app)
+
+    @app.post("/publish")
+    def publish() -> Any:
+        values = request.values
+        assigned = current_app.sse.send_new_event(  # type: ignore[attr-defined]
+            data=values.get("data"),
+            event=values.get("event") or None,
+            id=values.get("id", "").lower() in _TRUE,
+            channel=values.get("channel") or "sse",
+        )
+        return jsonify(id=assigned)
+
+    @app.post("/burst")
+    def burst() -> Any:
+        values = request.values
+        count = int(values.get("n", "5"))
+        with_id = values.get("id", "").lower() in _TRUE
+        channel = values.get("channel") or "sse"
+        send = current_app.sse.send_new_event  # type: ignore[attr-defined]
+        ids = [send(data=f"burst {i}", id=with_id, channel=channel) for i in range(count)]
+        return jsonify(ids=ids)
+
+    @app.get("/info")
+    def info() -> Any:
+        return jsonify(
+            patched=gevent.monkey.is_module_patched("socket"),
+            pid=os.getpid(),
+            streams=len(current_app.sse.connections),  # type: ignore[attr-defined]
+            server=request.environ.get("SERVER_SOFTWARE"),
+        )
+
+    return app
