@@ -1,0 +1,293 @@
+"""The Redis backend: ids, store and fan-out shared by every worker and host.
+
+One Lua script allocates the id, stores the event and publishes it, so the
+publish order is the id order. All channels of an app share one Redis pub/sub
+channel (``<prefix>:events``), so each process holds one subscription however
+many streams and channels it serves, and never misses an event on a channel it
+has just started serving. Each process fans events out to its own streams.
+
+Keys, under ``SSE_REDIS_PREFIX`` (``sse``):
+
+- ``sse:id``: the last id given;
+- ``sse:store:<channel>``: a list of stored entries, oldest first;
+- ``sse:evicted:<channel>``: the highest id that has left that store;
+- ``sse:events``: the pub/sub channel.
+
+A stored entry is ``b"<id> <ms> <len(meta)>\\n" + meta + frame``, where
+``meta`` is JSON ``[event, retry, data]`` for :meth:`SSE.history`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from ..config import Settings
+from ..event import Event
+from ..waking import allocate_lock
+from .base import Fanout, Replay
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError as error:  # pragma: no cover - depends on the environment
+    raise ImportError("SSE_REDIS_URL needs redis-py: pip install 'flask-sse-stream[redis]'") from error
+
+log = logging.getLogger("flask_sse_stream.redis")
+
+#: Seconds a command may take before ``send_new_event`` gives up with an error.
+COMMAND_TIMEOUT = 5.0
+#: Seconds to wait for a connection to Redis.
+CONNECT_TIMEOUT = 2.0
+#: Seconds between attempts to resubscribe after losing Redis (doubling up to the cap).
+RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+_PUBLISH = """
+local with_id, max, ttl = ARGV[3] == '1', tonumber(ARGV[4]), tonumber(ARGV[5])
+local id, frame = '', ARGV[2]
+if with_id then
+  id = redis.call('INCR', KEYS[1])
+  frame = 'id: ' .. id .. '\\n' .. frame
+  if max > 0 then
+    local t = redis.call('TIME')
+    local now = t[1] * 1000 + math.floor(t[2] / 1000)
+    redis.call('RPUSH', KEYS[2], id .. ' ' .. now .. ' ' .. #ARGV[6] .. '\\n' .. ARGV[6] .. frame)
+    local evicted = nil
+    local excess = redis.call('LLEN', KEYS[2]) - max
+    if excess > 0 then
+      evicted = string.match(redis.call('LINDEX', KEYS[2], excess - 1), '^(%d+) ')
+      redis.call('LTRIM', KEYS[2], excess, -1)
+    end
+    if ttl > 0 then
+      while true do
+        local head = redis.call('LINDEX', KEYS[2], 0)
+        if not head then break end
+        local hid, ms = string.match(head, '^(%d+) (%d+) ')
+        if tonumber(ms) > now - ttl then break end
+        evicted = hid
+        redis.call('LPOP', KEYS[2])
+      end
+      redis.call('PEXPIRE', KEYS[2], ttl)
+    end
+    if evicted then
+      redis.call('SET', KEYS[3], evicted)
+    end
+  end
+end
+redis.call('PUBLISH', KEYS[4], ARGV[1] .. '\\n' .. id .. '\\n' .. frame)
+return id
+"""
+
+
+class RedisBackend:
+    def __init__(self, settings: Settings, fanout: Fanout) -> None:
+        if settings.redis_url is None:
+            raise ValueError("the Redis backend needs SSE_REDIS_URL")
+        self._url = settings.redis_url
+        self._fanout = fanout
+        self._prefix = settings.redis_prefix
+        self._max_history = settings.max_history
+        self._ttl_ms = int(settings.history_ttl * 1000) if settings.history_ttl else 0
+        self._events_key = f"{self._prefix}:events"
+        self._client = redis.Redis.from_url(
+            self._url,
+            socket_timeout=COMMAND_TIMEOUT,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._publish = self._client.register_script(_PUBLISH)
+        self._lock = allocate_lock()
+        self._listener: _Listener | None = None
+
+    # -- sending ------------------------------------------------------------
+
+    def publish(self, channel: str, event: Event, *, with_id: bool) -> Event:
+        meta = json.dumps([event.event, event.retry, event.text, event.data is not event.text]) if with_id else ""
+        keys = [self._key("id"), self._key("store", channel), self._key("evicted", channel), self._events_key]
+        args: list[bytes | str | int] = [channel, event.frame, int(with_id), self._max_history, self._ttl_ms, meta]
+        with self._unavailable("send the event"):
+            id = self._publish(keys=keys, args=args)
+        return event.with_id(int(id)) if with_id else event
+
+    # -- reading ------------------------------------------------------------
+
+    def replay(self, channels: Sequence[str], after: int | None) -> Replay:
+        self._listen()
+        if not self._max_history:
+            return Replay(False, [])
+        with self._unavailable("read the store"), self._client.pipeline(transaction=True) as pipe:
+            pipe.time()
+            pipe.get(self._key("id"))
+            for channel in channels:
+                pipe.lrange(self._key("store", channel), 0, -1)
+                pipe.get(self._key("evicted", channel))
+            now, last_id, *per_channel = pipe.execute()
+        now_ms = now[0] * 1000 + now[1] // 1000
+        last_id = int(last_id or 0)
+        reset = False
+        if after and after > last_id:
+            reset, after = True, 0  # an id Redis never gave: it lost its data
+        after = after or 0
+        found: list[Event] = []
+        for entries, evicted in zip(per_channel[::2], per_channel[1::2], strict=True):
+            if int(evicted or 0) > after:
+                reset = True
+            for entry in entries:
+                event, expired = self._entry(entry, now_ms)
+                if event.id <= after:  # type: ignore[operator]
+                    continue
+                if expired:
+                    reset = True
+                else:
+                    found.append(event)
+        if len(channels) > 1:
+            found.sort(key=lambda event: event.id)  # type: ignore[arg-type,return-value]
+        return Replay(reset, found)
+
+    def stored(self, channel: str) -> list[Event]:
+        with self._unavailable("read the store"), self._client.pipeline(transaction=True) as pipe:
+            pipe.time()
+            pipe.lrange(self._key("store", channel), 0, -1)
+            now, entries = pipe.execute()
+        now_ms = now[0] * 1000 + now[1] // 1000
+        return [event for event, expired in (self._entry(e, now_ms) for e in entries) if not expired]
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
+        self._client.close()
+
+    # -- internals ----------------------------------------------------------
+
+    @contextmanager
+    def _unavailable(self, action: str) -> Iterator[None]:
+        """Turn redis-py's errors into :class:`ConnectionError` naming the server."""
+        try:
+            yield
+        except redis.RedisError as error:
+            raise ConnectionError(f"could not {action}: Redis at {self._url} is unavailable ({error})") from error
+
+    def _key(self, kind: str, channel: str | None = None) -> str:
+        return f"{self._prefix}:{kind}" if channel is None else f"{self._prefix}:{kind}:{channel}"
+
+    def _entry(self, entry: bytes, now_ms: int) -> tuple[Event, bool]:
+        head, rest = entry.split(b"\n", 1)
+        id, ms, size = (int(part) for part in head.split(b" "))
+        event, retry, text, is_json = json.loads(rest[:size])
+        data = json.loads(text) if is_json else text
+        expired = bool(self._ttl_ms) and ms <= now_ms - self._ttl_ms
+        return Event(id, event, data, retry, rest[size:], text=text), expired
+
+    def _listen(self) -> None:
+        """Start this process's subscription, once per process, and wait until it is live."""
+        listener = self._listener
+        if listener is not None and listener.pid == os.getpid() and listener.alive:
+            return
+        with self._lock:
+            listener = self._listener
+            if listener is None or listener.pid != os.getpid() or not listener.alive:
+                listener = self._listener = _Listener(self)
+        listener.wait_subscribed()
+
+    def catch_up(self, after: int, channels: Sequence[str]) -> list[tuple[str, Event]]:
+        """The stored events of ``channels`` after ``after``, in id order (after a lost subscription)."""
+        with self._client.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.lrange(self._key("store", channel), 0, -1)
+            stores = pipe.execute()
+        found = []
+        for channel, entries in zip(channels, stores, strict=True):
+            for entry in entries:
+                event, _ = self._entry(entry, 0)
+                if event.id > after:  # type: ignore[operator]
+                    found.append((channel, event))
+        found.sort(key=lambda item: item[1].id)  # type: ignore[arg-type,return-value]
+        return found
+
+
+class _Listener:
+    """The one subscription of a process: reads ``<prefix>:events`` and fans out.
+
+    Runs in a ``threading.Thread``: a greenlet in a monkey-patched process, an
+    OS thread otherwise (the hub wakes streams in any thread). If Redis goes
+    away it resubscribes by itself, then delivers the id'd events it missed
+    from the store.
+    """
+
+    def __init__(self, backend: RedisBackend) -> None:
+        self.pid = os.getpid()
+        self.alive = True
+        self._backend = backend
+        self._subscribed = threading.Event()
+        self._stopping = False
+        #: The highest id delivered, to drop what the catch-up already delivered.
+        self._last_id = 0
+        self._thread = threading.Thread(target=self._run, name="sse-redis-listener", daemon=True)
+        self._thread.start()
+
+    def wait_subscribed(self) -> None:
+        if not self._subscribed.wait(CONNECT_TIMEOUT + COMMAND_TIMEOUT):
+            raise ConnectionError(f"could not subscribe to Redis at {self._backend._url}")
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def _run(self) -> None:
+        backend = self._backend
+        failures = 0
+        lost = False
+        while not self._stopping:
+            pubsub = backend._client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(backend._events_key)
+                while pubsub.get_message(timeout=COMMAND_TIMEOUT) is None:
+                    pass  # the subscribe confirmation
+                if lost:
+                    self._catch_up()
+                    log.warning("resubscribed to Redis at %s", backend._url)
+                failures = 0
+                self._subscribed.set()
+                while not self._stopping:
+                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._deliver(message["data"])
+            except Exception as error:
+                if isinstance(error, redis.RedisError):
+                    if not lost:
+                        log.warning("lost the Redis subscription at %s: %s; resubscribing", backend._url, error)
+                else:
+                    log.exception("the Redis listener failed; resubscribing")
+                lost = True
+                time.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+                failures += 1
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001 - the connection may be gone already
+                    pass
+        self.alive = False
+
+    def _deliver(self, payload: bytes) -> None:
+        channel, id, frame = payload.split(b"\n", 2)
+        if id:
+            number = int(id)
+            if number <= self._last_id:
+                return  # delivered by the catch-up already
+            self._last_id = number
+        self._backend._fanout.deliver(channel.decode(), Event(int(id) if id else None, None, None, None, frame))
+
+    def _catch_up(self) -> None:
+        fanout = self._backend._fanout
+        for channel, event in self._backend.catch_up(self._last_id, fanout.channels()):
+            self._last_id = max(self._last_id, event.id or 0)
+            fanout.deliver(channel, event)
+
+    def __repr__(self) -> str:
+        return f"<_Listener pid={self.pid} alive={self.alive}>"
