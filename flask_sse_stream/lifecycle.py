@@ -9,9 +9,11 @@ and then run gunicorn's own handler.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
+import sys
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,22 @@ _warned: weakref.WeakSet[AppState] = weakref.WeakSet()
 
 def register(state: AppState) -> None:
     _states.add(state)
+    if isinstance(state.backend, MemoryBackend):
+        workers = gunicorn_workers()
+        if workers is not None and workers > 1:
+            _warn_in_process(state, f"gunicorn runs {workers} workers")
+
+
+def gunicorn_workers() -> int | None:
+    """How many workers the gunicorn around this process runs, if it is one."""
+    arbiter = sys.modules.get("gunicorn.arbiter")
+    if arbiter is None:
+        return None
+    # The arbiter object is in the master and, forked, in every worker.
+    for candidate in gc.get_objects():
+        if isinstance(candidate, arbiter.Arbiter):
+            return int(candidate.num_workers or 0)
+    return None
 
 
 def close_all_streams() -> None:
@@ -47,13 +65,20 @@ def on_stream(state: AppState, environ: dict[str, Any]) -> None:
     """Called as a stream opens: adapt to the server it runs under, once per process."""
     if "gunicorn.socket" in environ and _hooked_pid != os.getpid():
         _hook_shutdown_signals()
-    if environ.get("wsgi.multiprocess") and isinstance(state.backend, MemoryBackend) and state not in _warned:
-        _warned.add(state)
-        log.warning(
-            "flask_sse_stream: this server runs several worker processes, but SSE_REDIS_URL is not set:"
-            " each worker has its own store and id counter, so clients see only the events sent in the"
-            " worker they are connected to, and ids repeat across workers. Set SSE_REDIS_URL, or run one worker."
-        )
+    if environ.get("wsgi.multiprocess") and isinstance(state.backend, MemoryBackend):
+        _warn_in_process(state, "this server runs several worker processes")
+
+
+def _warn_in_process(state: AppState, why: str) -> None:
+    if state in _warned:
+        return
+    _warned.add(state)
+    log.warning(
+        "flask_sse_stream: %s, but SSE_REDIS_URL is not set: each worker has its own store and id"
+        " counter, so a client sees only the events sent in the worker it is connected to, and ids"
+        " repeat across workers. Set SSE_REDIS_URL (the Redis backend), or run one worker.",
+        why,
+    )
 
 
 def _hook_shutdown_signals() -> None:

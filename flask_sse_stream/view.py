@@ -101,11 +101,11 @@ def stream_response(
         # in both, and the body drops the queued copy (ids up to `skip`).
         replay = state.backend.replay(channels, resume_point(environ, query))
     except ConnectionError as error:
+        # A browser gives up for good on any status but 200: open the stream
+        # and end it, so it comes back (with Last-Event-ID) after its retry time.
         state.hub.unsubscribe(connection)
-        log.warning("refused a stream: %s", error)
-        return _refuse(
-            503, "the event store is unavailable; try again shortly", headers, {"Retry-After": str(RETRY_AFTER)}
-        )
+        log.warning("ended a new stream at once: %s", error)
+        return Response(_Hangup(OPENING + b"\n", sock), status=200, headers=headers, direct_passthrough=True)
     except BaseException:
         state.hub.unsubscribe(connection)
         raise

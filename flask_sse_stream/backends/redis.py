@@ -241,30 +241,42 @@ class _Listener:
 
     def _run(self) -> None:
         backend = self._backend
+        client = backend._client
         failures = 0
         lost = False
+        epoch = None
         while not self._stopping:
-            pubsub = backend._client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call]
             try:
+                # The epoch key tells a Redis that lost its data (a restart
+                # without persistence): ids then start again from 1.
+                client.set(backend._key("epoch"), os.urandom(8).hex(), nx=True)
+                start = int(client.get(backend._key("id")) or 0)
                 pubsub.subscribe(backend._events_key)
                 while pubsub.get_message(timeout=COMMAND_TIMEOUT) is None:
                     pass  # the subscribe confirmation
-                if lost:
+                current = client.get(backend._key("epoch"))
+                if not lost:
+                    # Streams read the store once this is set, so anything up
+                    # to `start` reaches them by replay.
+                    self._last_id = start
+                else:
+                    if current != epoch:
+                        self._last_id = 0  # what the store holds now all came after the loss
                     self._catch_up()
                     log.warning("resubscribed to Redis at %s", backend._url)
-                failures = 0
+                epoch, lost, failures = current, False, 0
                 self._subscribed.set()
                 while not self._stopping:
                     message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         self._deliver(message["data"])
             except Exception as error:
-                if isinstance(error, redis.RedisError):
-                    if not lost:
-                        log.warning("lost the Redis subscription at %s: %s; resubscribing", backend._url, error)
-                else:
+                if not isinstance(error, redis.RedisError):
                     log.exception("the Redis listener failed; resubscribing")
-                lost = True
+                elif not lost and epoch is not None:
+                    log.warning("lost the Redis subscription at %s: %s; resubscribing", backend._url, error)
+                lost = lost or epoch is not None
                 time.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
                 failures += 1
             finally:
