@@ -188,12 +188,16 @@ class RedisBackend:
     def _listen(self) -> None:
         """Start this process's subscription, once per process, and wait until it is live."""
         listener = self._listener
-        if listener is not None and listener.pid == os.getpid() and listener.alive:
-            return
-        with self._lock:
-            listener = self._listener
-            if listener is None or listener.pid != os.getpid() or not listener.alive:
-                listener = self._listener = _Listener(self)
+        if listener is None or listener.pid != os.getpid() or not listener.alive:
+            new = None
+            # A real lock: nothing inside may yield to another greenlet, so
+            # the listener is started (which yields) after releasing it.
+            with self._lock:
+                listener = self._listener
+                if listener is None or listener.pid != os.getpid() or not listener.alive:
+                    listener = self._listener = new = _Listener(self)
+            if new is not None:
+                new.start()
         listener.wait_subscribed()
 
     def catch_up(self, after: int, channels: Sequence[str]) -> list[tuple[str, Event]]:
@@ -230,6 +234,8 @@ class _Listener:
         #: The highest id delivered, to drop what the catch-up already delivered.
         self._last_id = 0
         self._thread = threading.Thread(target=self._run, name="sse-redis-listener", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
     def wait_subscribed(self) -> None:

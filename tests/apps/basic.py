@@ -9,6 +9,14 @@
   back to back, never yielding between them; answers ``{"ids": [...]}``.
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
   monkey-patched), its pid and the number of open streams.
+
+Every response, the streams' too, carries ``X-Worker: <pid>``, so a test knows
+which worker of a gunicorn served it. When the backend cannot reach its store
+(``send_new_event`` raises :class:`ConnectionError`), ``/publish`` and
+``/burst`` answer ``503`` with ``{"error": "<what happened>"}``.
+
+The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
+``SSE_KEEPALIVE`` (seconds), when set, configure the extension.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import os
 from typing import Any
 
 import gevent.monkey
-from flask import Flask, current_app, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 
 from flask_sse_stream import SSE
 
@@ -26,7 +34,21 @@ _TRUE = ("1", "true", "yes", "on")
 
 def create_app() -> Flask:
     app = Flask(__name__)
+    for key in ("SSE_REDIS_URL", "SSE_REDIS_PREFIX"):
+        if os.environ.get(key):
+            app.config[key] = os.environ[key]
+    if os.environ.get("SSE_KEEPALIVE"):
+        app.config["SSE_KEEPALIVE"] = float(os.environ["SSE_KEEPALIVE"])
     SSE(app)
+
+    @app.after_request
+    def name_the_worker(response: Response) -> Response:
+        response.headers["X-Worker"] = str(os.getpid())
+        return response
+
+    @app.errorhandler(ConnectionError)
+    def store_unavailable(error: ConnectionError) -> Any:
+        return jsonify(error=str(error)), 503
 
     @app.post("/publish")
     def publish() -> Any:
