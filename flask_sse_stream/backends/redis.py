@@ -43,6 +43,9 @@ log = logging.getLogger("flask_sse_stream.redis")
 
 #: Seconds a command may take before ``send_new_event`` gives up with an error.
 COMMAND_TIMEOUT = 5.0
+#: Connections to Redis per process for sending and reading the store (the
+#: subscription is one more).
+POOL_SIZE = 8
 #: Seconds to wait for a connection to Redis.
 CONNECT_TIMEOUT = 2.0
 #: Seconds between attempts to resubscribe after losing Redis (doubling up to the cap).
@@ -95,12 +98,18 @@ class RedisBackend:
         self._max_history = settings.max_history
         self._ttl_ms = int(settings.history_ttl * 1000) if settings.history_ttl else 0
         self._events_key = f"{self._prefix}:events"
-        self._client = redis.Redis.from_url(
+        # A bounded pool: streams that open at once wait for a connection
+        # instead of each opening its own, so the connections held do not
+        # grow with the number of clients.
+        pool = redis.BlockingConnectionPool.from_url(
             self._url,
+            max_connections=POOL_SIZE,
+            timeout=COMMAND_TIMEOUT,
             socket_timeout=COMMAND_TIMEOUT,
             socket_connect_timeout=CONNECT_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
         )
+        self._client = redis.Redis(connection_pool=pool)
         self._publish = self._client.register_script(_PUBLISH)
         self._lock = allocate_lock()
         self._listener: _Listener | None = None
