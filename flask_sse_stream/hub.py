@@ -37,6 +37,7 @@ class Connection:
         "_limit",
         "_waker",
         "_socket",
+        "_replayed",
     )
 
     def __init__(
@@ -61,14 +62,22 @@ class Connection:
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
+        # The highest id sent by replay: a queued copy of it is dropped.
+        self._replayed = 0
 
     def __repr__(self) -> str:
         return f"<Connection channels={self.channels!r} remote_addr={self.remote_addr!r}>"
+
+    def replayed(self, last_id: int) -> None:
+        """The replay sent ids up to ``last_id``: drop queued copies of them (0: drop none)."""
+        self._replayed = last_id
 
     def push(self, event: Event) -> None:
         """Queue ``event``; from any greenlet or thread, never blocks."""
         if self.closed:
             return
+        if self._replayed and event.id is not None and event.id <= self._replayed:
+            return  # a copy of a replayed event (_drain clears _replayed once past them)
         pending = self._pending
         pending.append(event)
         if len(pending) > self._limit:
@@ -85,16 +94,28 @@ class Connection:
         waker = self._waker
         if waker is None:
             waker = self._waker = new_waker()
-        pending = self._pending
         while not self.closed:
             waker.clear()
-            if pending:
-                # deque.popleft is atomic, so a concurrent push is never lost:
-                # it lands either in this batch or in the next one.
-                return [pending.popleft() for _ in range(len(pending))]
+            events = self._drain()
+            if events:
+                return events
             if not waker.wait(timeout):
                 return []
         return None
+
+    def _drain(self) -> list[Event]:
+        pending = self._pending
+        if not pending:
+            return []
+        # deque.popleft is atomic, so a concurrent push is never lost: it
+        # lands either in this batch or in the next one.
+        events = [pending.popleft() for _ in range(len(pending))]
+        if self._replayed:
+            replayed = self._replayed
+            events = [event for event in events if event.id is None or event.id > replayed]
+            if any(event.id is not None for event in events):
+                self._replayed = 0  # events come in id order: no more copies
+        return events
 
     def close(self, hangup: bool = False) -> None:
         """End the stream cleanly after what it is writing now.
@@ -183,6 +204,11 @@ class Hub:
                 targets = self._fanout[channel] = tuple(members)
         for connection in targets:
             connection.push(event)
+
+    def ids_restarted(self) -> None:
+        """The store lost its data and ids start again from 1: no queued event is a replayed copy."""
+        for connection in self.connections():
+            connection.replayed(0)
 
     def close(self, connections: Iterable[Connection], hangup: bool = False) -> None:
         for connection in connections:

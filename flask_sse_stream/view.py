@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from flask import Response, request
 
-from .event import Event, check_channel, reset_frame
+from .event import check_channel, reset_frame
 from .hub import Connection
 from .lifecycle import on_stream, shutting_down
 from .state import AppState
@@ -116,22 +116,22 @@ def stream_response(
     if replay.reset:
         first.append(reset_frame(settings.reset_event))
     first.extend(event.frame for event in replay.events)
-    skip = (replay.events[-1].id or 0) if replay.events else 0
-    body = StreamBody(state, connection, b"".join(first), skip)
+    if replay.events:
+        connection.replayed(replay.events[-1].id or 0)
+    body = StreamBody(state, connection, b"".join(first))
     return Response(body, status=200, headers=headers, direct_passthrough=True)
 
 
 class StreamBody(Iterator[bytes]):
     """The WSGI body of one stream: one item per write, pending events joined."""
 
-    __slots__ = ("_state", "_connection", "_first", "_keepalive", "_skip")
+    __slots__ = ("_state", "_connection", "_first", "_keepalive")
 
-    def __init__(self, state: AppState, connection: Connection, first: bytes, skip: int) -> None:
+    def __init__(self, state: AppState, connection: Connection, first: bytes) -> None:
         self._state = state
         self._connection = connection
         self._first: bytes | None = first
         self._keepalive = state.settings.keepalive
-        self._skip = skip
 
     def __next__(self) -> bytes:
         first = self._first
@@ -144,10 +144,6 @@ class StreamBody(Iterator[bytes]):
                 raise StopIteration
             if not events:
                 return KEEPALIVE
-            if self._skip:
-                events = self._drop_replayed(events)
-                if not events:
-                    continue
             if len(events) == 1:
                 return events[0].frame
             return b"".join([event.frame for event in events])
@@ -160,14 +156,6 @@ class StreamBody(Iterator[bytes]):
             # The server has written the end of the response by now (WSGI
             # calls close() last): end the connection too.
             connection.shutdown_socket()
-
-    def _drop_replayed(self, events: list[Event]) -> list[Event]:
-        # Events arrive in id order, so once one is past the replay, all are.
-        skip = self._skip
-        kept = [event for event in events if event.id is None or event.id > skip]
-        if any(event.id is not None for event in kept):
-            self._skip = 0
-        return kept
 
 
 class _Hangup(Iterator[bytes]):

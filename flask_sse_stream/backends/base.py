@@ -24,6 +24,10 @@ class Fanout(Protocol):
         """The channels that have streams in this process."""
         ...
 
+    def ids_restarted(self) -> None:
+        """The store lost its data: ids start again from 1."""
+        ...
+
 
 class Replay(NamedTuple):
     """What a stream sends on connect, before live events."""

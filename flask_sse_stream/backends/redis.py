@@ -277,7 +277,11 @@ class _Listener:
                     self._last_id = start
                 else:
                     if current != epoch:
-                        self._last_id = 0  # what the store holds now all came after the loss
+                        # What the store holds now all came after the loss, and
+                        # ids start again from 1: streams must not take the new
+                        # events for copies of what they replayed before.
+                        self._last_id = 0
+                        backend._fanout.ids_restarted()
                     self._catch_up()
                     log.warning("resubscribed to Redis at %s", backend._url)
                 epoch, lost, failures = current, False, 0
