@@ -21,6 +21,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_CORS_ORIGINS": None,
     "SSE_RESET_EVENT": "sse-reset",
     "SSE_REDIS_PREFIX": "sse",
+    "SSE_DIRECT_WRITES": True,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -41,6 +42,7 @@ class Settings:
     cors_origins: str | tuple[str, ...] | None
     reset_event: str
     redis_prefix: str
+    direct_writes: bool
 
 
 def option_name(key: str) -> str:
@@ -81,6 +83,7 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         cors_origins=cors_origins("SSE_CORS_ORIGINS", values["cors_origins"]),
         reset_event=check_event_name(values["reset_event"], "SSE_RESET_EVENT"),
         redis_prefix=_redis_prefix(values["redis_prefix"]),
+        direct_writes=_bool("SSE_DIRECT_WRITES", values["direct_writes"]),
     )
 
 
@@ -105,6 +108,12 @@ def _positive_number(key: str, value: Any) -> float:
 def _int_at_least(key: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{key} must be an int of at least {low}, got {show(value)}")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be True or False, got {show(value)}")
     return value
 
 

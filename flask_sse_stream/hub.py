@@ -14,8 +14,10 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+import gevent
+
 from .event import Event
-from .waking import GeventWaker, ThreadWaker, allocate_lock, new_waker
+from .waking import GeventWaker, ThreadWaker, allocate_lock, new_waker, thread_ident
 
 
 class Connection:
@@ -24,6 +26,14 @@ class Connection:
     ``channels`` is the tuple of its channel names in request order,
     ``remote_addr`` the client's address and ``started_at`` the
     ``time.time()`` it opened.
+
+    Its writer (the greenlet or thread that serves the response) waits in
+    :meth:`take` or :meth:`take_chunk`. Under gevent, once the response is
+    under way, events queued by senders of the writer's own thread are
+    written to the socket by the thread's :class:`Flusher` while the writer
+    stays asleep: no wake-up and no switch per delivery, and all the events
+    queued in one turn of the event loop go out in one write. What the socket
+    does not take is left to the writer, in order.
     """
 
     __slots__ = (
@@ -38,6 +48,13 @@ class Connection:
         "_waker",
         "_socket",
         "_replayed",
+        "_direct",
+        "_flusher",
+        "_thread",
+        "_dirty",
+        "_idle",
+        "_partial",
+        "_written_at",
     )
 
     def __init__(
@@ -64,16 +81,28 @@ class Connection:
         self._socket = sock
         # The highest id sent by replay: a queued copy of it is dropped.
         self._replayed = 0
+        # Direct writes: the OS socket (non-blocking) and the flusher of the
+        # writer's thread once the writer allows them, whether the flusher
+        # has it on its list, whether the writer is idle in take_chunk(),
+        # bytes of a chunk that the socket did not take, and when data last
+        # went out.
+        self._direct: socket.socket | None = None
+        self._flusher: Flusher | None = None
+        self._thread = 0
+        self._dirty = False
+        self._idle = False
+        self._partial: bytes | None = None
+        self._written_at = 0.0
 
     def __repr__(self) -> str:
         return f"<Connection channels={self.channels!r} remote_addr={self.remote_addr!r}>"
 
     def replayed(self, last_id: int) -> None:
-        """The replay sent ids up to ``last_id``: drop queued copies of them (0: drop none)."""
+        """The replay sent ids up to ``last_id``: drop queued or later copies of them."""
         self._replayed = last_id
 
-    def push(self, event: Event) -> None:
-        """Queue ``event``; from any greenlet or thread, never blocks."""
+    def push(self, event: Event, thread: int) -> None:
+        """Queue ``event``; from any greenlet or thread (``thread``: the sender's), never blocks."""
         if self.closed:
             return
         if self._replayed and event.id is not None and event.id <= self._replayed:
@@ -82,8 +111,44 @@ class Connection:
         pending.append(event)
         if len(pending) > self._limit:
             self.abort()
+        elif self._flusher is not None and thread == self._thread:
+            if not self._dirty:
+                self._dirty = True
+                self._flusher.mark(self)
         elif self._waker is not None:
             self._waker.wake()
+
+    def flush(self, flusher: Flusher) -> None:
+        """Called by the flusher: write what is pending if the writer is idle."""
+        self._dirty = False
+        if not self._idle or self.closed:
+            return  # the writer is busy writing: it takes the rest itself
+        pending = self._pending
+        if len(pending) == 1 and not self._replayed:
+            # The common case: one event, framed once for all its streams.
+            event = pending.popleft()
+            if event is flusher.event:
+                chunk = flusher.chunk
+            else:
+                chunk = flusher.chunk = _chunk(event.frame)
+                flusher.event = event
+        else:
+            events = self._drain()
+            if not events:
+                return
+            chunk = _chunk(b"".join([event.frame for event in events]))
+        try:
+            sent = self._direct.send(chunk)  # type: ignore[union-attr]
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.close()  # the client is gone
+            return
+        self._written_at = flusher.now
+        if sent < len(chunk):
+            self._partial = chunk[sent:]
+            self._idle = False
+            self._waker.wake()  # type: ignore[union-attr]
 
     def take(self, timeout: float) -> list[Event] | None:
         """Wait up to ``timeout`` seconds for events and return all pending ones.
@@ -103,6 +168,52 @@ class Connection:
                 return []
         return None
 
+    def allow_direct_writes(self, raw: socket.socket) -> None:
+        """From now on the writer writes with :meth:`take_chunk`, and the flusher of its thread writes ``raw``."""
+        if self._waker is None:
+            self._waker = new_waker()
+        self._written_at = time.monotonic()
+        self._direct = raw
+        self._thread = thread_ident()
+        self._flusher = Flusher.of_this_thread()
+
+    def take_chunk(self, timeout: float, keepalive: bytes) -> bytes | None:
+        """Wait for something to write and return it as chunked-encoding bytes.
+
+        That is: what a direct write left over, then every pending event in
+        one chunk; ``keepalive`` when ``timeout`` seconds passed without any
+        write; ``None`` once the stream must end.
+        """
+        waker = self._waker
+        assert waker is not None
+        wait = timeout
+        while not self.closed:
+            waker.clear()
+            partial, self._partial = self._partial, None
+            events = self._drain()
+            if events:
+                chunk = _chunk(b"".join([event.frame for event in events]))
+                return partial + chunk if partial else chunk
+            if partial:
+                return partial
+            self._idle = True
+            try:
+                woken = waker.wait(wait)
+            finally:
+                self._idle = False
+            if not woken and not self.closed:
+                # Direct writes do not wake the writer: keep-alive time
+                # counts from the last of them.
+                quiet = time.monotonic() - self._written_at
+                if quiet >= timeout:
+                    return keepalive
+                wait = timeout - quiet
+        return None
+
+    def wrote(self) -> None:
+        """The writer has written: keep-alive time counts from now."""
+        self._written_at = time.monotonic()
+
     def _drain(self) -> list[Event]:
         pending = self._pending
         if not pending:
@@ -114,7 +225,7 @@ class Connection:
             replayed = self._replayed
             events = [event for event in events if event.id is None or event.id > replayed]
             if any(event.id is not None for event in events):
-                self._replayed = 0  # events come in id order: no more copies
+                self._replayed = 0
         return events
 
     def close(self, hangup: bool = False) -> None:
@@ -145,6 +256,51 @@ class Connection:
         except OSError:
             pass
         return True
+
+
+def _chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of HTTP/1.1 chunked encoding."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class Flusher:
+    """Writes, once per turn of a gevent loop, what senders queued for idle streams of its thread."""
+
+    _by_thread: dict[int, Flusher] = {}
+    _lock = allocate_lock()
+
+    def __init__(self) -> None:
+        self._loop = gevent.get_hub().loop
+        self._dirty: list[Connection] = []
+        self._scheduled = False
+        #: During a flush: its time, and the last event framed with its chunk.
+        self.now = 0.0
+        self.event: Event | None = None
+        self.chunk = b""
+
+    @classmethod
+    def of_this_thread(cls) -> Flusher:
+        thread = thread_ident()
+        flusher = cls._by_thread.get(thread)
+        if flusher is None or flusher._loop is not gevent.get_hub().loop:
+            with cls._lock:
+                flusher = cls._by_thread[thread] = Flusher()
+        return flusher
+
+    def mark(self, connection: Connection) -> None:
+        """Have ``connection`` flushed at the next turn of the loop (from the loop's thread only)."""
+        self._dirty.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        self._scheduled = False
+        self.now = time.monotonic()
+        for connection in dirty:
+            connection.flush(self)
+        self.event, self.chunk = None, b""
 
 
 class Hub:
@@ -202,8 +358,9 @@ class Hub:
                 if not members:
                     return  # not cached: senders may use any number of channels
                 targets = self._fanout[channel] = tuple(members)
+        thread = thread_ident()
         for connection in targets:
-            connection.push(event)
+            connection.push(event, thread)
 
     def ids_restarted(self) -> None:
         """The store lost its data and ids start again from 1: no queued event is a replayed copy."""

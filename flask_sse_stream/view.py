@@ -20,6 +20,7 @@ from .event import check_channel, reset_frame
 from .hub import Connection
 from .lifecycle import on_stream, shutting_down
 from .state import AppState
+from .waking import in_gevent
 
 #: At most this many channels on one stream (browsers allow six HTTP/1.1
 #: connections per origin, so pages combine channels instead).
@@ -30,6 +31,7 @@ RETRY_AFTER = 5
 
 OPENING = b": flask_sse_stream\n"
 KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_CHUNK = b"%x\r\n%s\r\n" % (len(KEEPALIVE), KEEPALIVE)
 _RESUME_ID = re.compile(r"[0-9]{1,20}")
 _STREAM_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -118,26 +120,38 @@ def stream_response(
     first.extend(event.frame for event in replay.events)
     if replay.events:
         connection.replayed(replay.events[-1].id or 0)
-    body = StreamBody(state, connection, b"".join(first))
+    direct = direct_socket(environ, sock) if settings.direct_writes else None
+    body = StreamBody(state, connection, b"".join(first), direct)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
 
 
 class StreamBody(Iterator[bytes]):
-    """The WSGI body of one stream: one item per write, pending events joined."""
+    """The WSGI body of one stream.
 
-    __slots__ = ("_state", "_connection", "_first", "_keepalive")
+    The first item (opening comment and replay) goes through the server, which
+    writes the headers with it. After that, under gevent with a server whose
+    socket and framing are known (``direct``), the body writes the chunks
+    itself and senders may write to the socket directly; otherwise each item
+    is one write of every pending event joined.
+    """
 
-    def __init__(self, state: AppState, connection: Connection, first: bytes) -> None:
+    __slots__ = ("_state", "_connection", "_first", "_keepalive", "_direct")
+
+    def __init__(self, state: AppState, connection: Connection, first: bytes, direct: Any = None) -> None:
         self._state = state
         self._connection = connection
         self._first: bytes | None = first
         self._keepalive = state.settings.keepalive
+        self._direct = direct
 
     def __next__(self) -> bytes:
         first = self._first
         if first is not None:
             self._first = None
             return first
+        if self._direct is not None:
+            self._write_directly(self._direct)
+            raise StopIteration
         while True:
             events = self._connection.take(self._keepalive)
             if events is None:
@@ -147,6 +161,19 @@ class StreamBody(Iterator[bytes]):
             if len(events) == 1:
                 return events[0].frame
             return b"".join([event.frame for event in events])
+
+    def _write_directly(self, sock: Any) -> None:
+        # The server has written the headers and the first item: it waits for
+        # the next one, so the socket is ours until this returns.
+        connection = self._connection
+        connection.allow_direct_writes(sock._sock)
+        while (chunk := connection.take_chunk(self._keepalive, KEEPALIVE_CHUNK)) is not None:
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                connection.close()  # the client is gone
+                return
+            connection.wrote()
 
     def close(self) -> None:
         connection = self._connection
@@ -240,6 +267,20 @@ def socket_of(environ: dict[str, Any]) -> Any:
         stream = getattr(environ.get("wsgi.input"), "rfile", environ.get("wsgi.input"))
         sock = getattr(getattr(stream, "raw", None), "_sock", None)
     return sock if hasattr(sock, "shutdown") else None
+
+
+def direct_socket(environ: dict[str, Any], sock: Any) -> Any:
+    """``sock`` if events may be written to it directly, else None.
+
+    That needs a gevent writer, a plain (not TLS) gevent socket under it, and
+    an HTTP/1.1 response, which gunicorn, gevent's WSGIServer and werkzeug all
+    send in chunked encoding when, as here, there is no Content-Length.
+    """
+    if sock is None or environ.get("SERVER_PROTOCOL") != "HTTP/1.1" or not in_gevent():
+        return None
+    if not type(sock).__module__.startswith("gevent.") or hasattr(sock, "do_handshake"):
+        return None
+    return sock if getattr(sock, "_sock", None) is not None else None
 
 
 def _no_delay(sock: Any) -> None:
