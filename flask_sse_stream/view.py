@@ -118,8 +118,7 @@ def stream_response(
     if replay.reset:
         first.append(reset_frame(settings.reset_event))
     first.extend(event.frame for event in replay.events)
-    if replay.events:
-        connection.replayed(replay.events[-1].id or 0)
+    connection.replayed(replay.upto)
     direct = direct_socket(environ, sock) if settings.direct_writes else None
     body = StreamBody(state, connection, b"".join(first), direct)
     return Response(body, status=200, headers=headers, direct_passthrough=True)

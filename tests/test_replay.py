@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import random
-import sys
-import threading
-import time
-from collections import Counter
-
 import pytest
 
+from tests.support.streams import until_end
 from tests.support.waiting import wait_until
-
-END = "end-of-test"
 
 
 def store(sse, count: int, channel: str = "sse", prefix: str = "e") -> list[int]:
@@ -21,18 +14,6 @@ def store(sse, count: int, channel: str = "sse", prefix: str = "e") -> list[int]
     for _ in range(count):
         ids.append(sse.send_new_event(data=f"{prefix}{len(ids) + 1}", id=True, channel=channel))
     return ids
-
-
-def until_end(client, sse, channel: str = "sse", timeout: float = 5.0) -> list:
-    """Every event before a live-only END event sent now: what the stream held, nothing more."""
-    sse.send_new_event(data=END, channel=channel)
-    deadline = time.monotonic() + timeout
-    messages = []
-    while True:
-        message = client.next_event(max(deadline - time.monotonic(), 0.001))
-        if message.data == END:
-            return messages
-        messages.append(message)
 
 
 def ids_of(messages) -> list[int | None]:
@@ -533,104 +514,3 @@ def test_events_sent_to_several_channels_while_replay_is_prepared_arrive_once(
         (5, "a-during"),
         (6, "b-after"),
     ]
-
-
-def describe_run(got: list, expected: list) -> str:
-    counts = Counter(got)
-    duplicates = sorted(i for i, n in counts.items() if n > 1)
-    missing = sorted(set(expected) - set(got))
-    first_bad = next(
-        (n for n, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected))
-    )
-    return (
-        f"{len(got)} ids, expected {len(expected)}; duplicates {duplicates[:10]}, missing {missing[:10]}"
-        f" ({len(missing)} in all); first difference at position {first_bad}:"
-        f" got {got[first_bad : first_bad + 5]}, expected {expected[first_bad : first_bad + 5]}"
-    )
-
-
-def test_clients_connecting_during_a_burst_get_every_id_once_in_order(make_app, serve, client_for):
-    total, clients_count = 2000, 20
-    # Big enough that no stream is cut for falling behind: this test is about the replay/live boundary.
-    app, sse = make_app(SSE_MAX_HISTORY=total * 2, SSE_QUEUE_SIZE=total * 4, SSE_KEEPALIVE=30)
-    server = serve(app)
-    seed = random.randrange(2**32)
-    rng = random.Random(seed)
-    moments = sorted(rng.sample(range(1, total), clients_count))
-    reached = [threading.Event() for _ in moments]
-    progress = {"sent": 0}
-    failures: list[BaseException] = []
-
-    def sender() -> None:
-        try:
-            next_moment = 0
-            for number in range(1, total + 1):
-                assert sse.send_new_event(data=str(number), id=True) == number
-                progress["sent"] = number
-                while next_moment < len(moments) and number >= moments[next_moment]:
-                    reached[next_moment].set()
-                    next_moment += 1
-        except BaseException as error:
-            failures.append(error)
-        finally:
-            for moment in reached:
-                moment.set()
-
-    connected: list[tuple[int, int, object]] = []
-    lock = threading.Lock()
-
-    def connect(index: int) -> None:
-        choose = random.Random(seed + index)
-        reached[index].wait(30)
-        sent = progress["sent"]
-        kind = index % 4
-        if kind == 0:
-            resume, headers, path = 0, {}, "/stream"
-        elif kind == 1:
-            resume = choose.randint(0, sent)
-            headers, path = {"Last-Event-ID": str(resume)}, "/stream"
-        elif kind == 2:
-            resume = sent
-            headers, path = {"Last-Event-ID": str(resume)}, "/stream"
-        else:
-            resume = choose.randint(max(0, sent - 20), sent)
-            headers, path = {}, f"/stream?lastEventId={resume}"
-        try:
-            client = client_for(server.port, path, headers)
-        except BaseException as error:
-            failures.append(error)
-            return
-        with lock:
-            connected.append((index, resume, client))
-
-    connectors = [threading.Thread(target=connect, args=(index,), daemon=True) for index in range(clients_count)]
-    for thread in connectors:
-        thread.start()
-    sending = threading.Thread(target=sender, daemon=True)
-    # Switch threads often, so that connects interleave with the burst of sends.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(0.0002)
-    try:
-        sending.start()
-        sending.join(30)
-        for thread in connectors:
-            thread.join(30)
-    finally:
-        sys.setswitchinterval(switch_interval)
-
-    assert not failures, (seed, failures)
-    assert progress["sent"] == total
-    assert len(connected) == clients_count
-    sse.send_new_event(data=END)
-    for index, resume, client in sorted(connected, key=lambda item: item[0]):
-        assert client.status == 200
-        got = []
-        deadline = time.monotonic() + 20
-        while True:
-            message = client.next_event(max(deadline - time.monotonic(), 0.001))
-            if message.data == END:
-                break
-            assert message.data == str(message.id)
-            got.append(message.id)
-        expected = list(range(resume + 1, total + 1))
-        assert got == expected, f"client {index} resumed from {resume} (seed {seed}): {describe_run(got, expected)}"

@@ -37,6 +37,9 @@ class Replay(NamedTuple):
     reset: bool
     #: The stored events of the stream's channels after the resume point, in id order.
     events: list[Event]
+    #: The client has every id'd event up to this one (the resume point, or
+    #: the last replayed): a later copy of one of them is dropped.
+    upto: int
 
 
 class Backend(Protocol):

@@ -44,21 +44,21 @@ class MemoryBackend:
 
     def replay(self, channels: Sequence[str], after: int | None) -> Replay:
         with self._lock:
-            if not self._max_history:
-                return Replay(False, [])
             for channel in channels:
                 self._expire(channel)
             reset = False
-            if after:
-                if after > self._last_id:
-                    reset, after = True, 0  # an id this store never gave: a restart
-                elif any(self._evicted.get(channel, 0) > after for channel in channels):
-                    reset = True
+            if after and after > self._last_id:
+                # An id this store never gave: the process restarted.
+                reset, after = bool(self._max_history), 0
             after = after or 0
+            if not self._max_history:
+                return Replay(False, [], after)
+            if after and any(self._evicted.get(channel, 0) > after for channel in channels):
+                reset = True
             found = [event for channel in channels for event in self._stores.get(channel, ()) if event.id > after]  # type: ignore[operator]
         if len(channels) > 1:
             found.sort(key=lambda event: event.id)  # type: ignore[arg-type,return-value]
-        return Replay(reset, found)
+        return Replay(reset, found, max(after, found[-1].id or 0) if found else after)
 
     def stored(self, channel: str) -> list[Event]:
         with self._lock:

@@ -10,7 +10,9 @@ Keys, under ``SSE_REDIS_PREFIX`` (``sse``):
 
 - ``sse:id``: the last id given;
 - ``sse:store:<channel>``: a list of stored entries, oldest first;
-- ``sse:evicted:<channel>``: the highest id that has left that store;
+- ``sse:evicted:<channel>``: the highest id trimmed or expired from that store;
+- ``sse:last:<channel>``: the last id stored there (the store itself expires
+  with ``SSE_HISTORY_TTL``; this tells a resuming client that it missed it);
 - ``sse:events``: the pub/sub channel.
 
 A stored entry is ``b"<id> <ms> <len(meta)>\\n" + meta + frame``, where
@@ -23,9 +25,9 @@ import json
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from ..config import Settings
 from ..event import Event
@@ -60,8 +62,12 @@ if with_id then
   if max > 0 then
     local t = redis.call('TIME')
     local now = t[1] * 1000 + math.floor(t[2] / 1000)
-    redis.call('RPUSH', KEYS[2], id .. ' ' .. now .. ' ' .. #ARGV[6] .. '\\n' .. ARGV[6] .. frame)
     local evicted = nil
+    if redis.call('EXISTS', KEYS[2]) == 0 then
+      evicted = redis.call('GET', KEYS[5])  -- the whole store expired: its last id left it
+    end
+    redis.call('RPUSH', KEYS[2], id .. ' ' .. now .. ' ' .. #ARGV[6] .. '\\n' .. ARGV[6] .. frame)
+    redis.call('SET', KEYS[5], id)
     local excess = redis.call('LLEN', KEYS[2]) - max
     if excess > 0 then
       evicted = string.match(redis.call('LINDEX', KEYS[2], excess - 1), '^(%d+) ')
@@ -109,7 +115,7 @@ class RedisBackend:
             socket_connect_timeout=CONNECT_TIMEOUT,
             retry=Retry(NoBackoff(), 0),
         )
-        self._client = redis.Redis(connection_pool=pool)
+        self._client = redis.Redis.from_pool(pool)  # closing the client closes the pool
         self._publish = self._client.register_script(_PUBLISH)
         self._lock = allocate_lock()
         self._listener: _Listener | None = None
@@ -118,7 +124,13 @@ class RedisBackend:
 
     def publish(self, channel: str, event: Event, *, with_id: bool) -> Event:
         meta = json.dumps([event.event, event.retry, event.text, event.data is not event.text]) if with_id else ""
-        keys = [self._key("id"), self._key("store", channel), self._key("evicted", channel), self._events_key]
+        keys = [
+            self._key("id"),
+            self._key("store", channel),
+            self._key("evicted", channel),
+            self._events_key,
+            self._key("last", channel),
+        ]
         args: list[bytes | str | int] = [channel, event.frame, int(with_id), self._max_history, self._ttl_ms, meta]
         with self._unavailable("send the event"):
             id = self._publish(keys=keys, args=args)
@@ -128,36 +140,50 @@ class RedisBackend:
 
     def replay(self, channels: Sequence[str], after: int | None) -> Replay:
         self._listen()
-        if not self._max_history:
-            return Replay(False, [])
         with self._unavailable("read the store"), self._client.pipeline(transaction=True) as pipe:
             pipe.time()
             pipe.get(self._key("id"))
             for channel in channels:
                 pipe.lrange(self._key("store", channel), 0, -1)
                 pipe.get(self._key("evicted", channel))
+                pipe.get(self._key("last", channel))
             now, last_id, *per_channel = pipe.execute()
-        now_ms = now[0] * 1000 + now[1] // 1000
         last_id = int(last_id or 0)
-        reset = False
         if after and after > last_id:
-            reset, after = True, 0  # an id Redis never gave: it lost its data
+            # An id Redis never gave: it lost its data. Without a store, no reset.
+            return Replay(bool(self._max_history), self._stored_after(0, channels, per_channel, now), 0)
         after = after or 0
-        found: list[Event] = []
-        for entries, evicted in zip(per_channel[::2], per_channel[1::2], strict=True):
-            if int(evicted or 0) > after:
-                reset = True
+        if not self._max_history:
+            return Replay(False, [], after)
+        found = self._stored_after(after, channels, per_channel, now)
+        reset = False
+        if after:
+            for entries, evicted, last in zip(per_channel[::3], per_channel[1::3], per_channel[2::3], strict=True):
+                # What left the store: trimmed (evicted), expired in Redis with
+                # the whole list (last), or expired but not yet trimmed.
+                gone = max(int(evicted or 0), 0 if entries else int(last or 0))
+                if gone > after or any(expired and id > after for id, expired in self._ids(entries, now)):
+                    reset = True
+        return Replay(reset, found, max(after, found[-1].id or 0) if found else after)
+
+    def _stored_after(self, after: int, channels: Sequence[str], per_channel: list[Any], now: list[int]) -> list[Event]:
+        now_ms = now[0] * 1000 + now[1] // 1000
+        found = []
+        for entries in per_channel[::3]:
             for entry in entries:
                 event, expired = self._entry(entry, now_ms)
-                if event.id <= after:  # type: ignore[operator]
-                    continue
-                if expired:
-                    reset = True
-                else:
+                if not expired and event.id > after:  # type: ignore[operator]
                     found.append(event)
         if len(channels) > 1:
             found.sort(key=lambda event: event.id)  # type: ignore[arg-type,return-value]
-        return Replay(reset, found)
+        return found
+
+    def _ids(self, entries: list[bytes], now: list[int]) -> Iterator[tuple[int, bool]]:
+        """(id, expired) of each stored entry, without decoding it."""
+        now_ms = now[0] * 1000 + now[1] // 1000
+        for entry in entries:
+            id, ms, _ = entry.split(b" ", 2)
+            yield int(id), bool(self._ttl_ms) and int(ms) <= now_ms - self._ttl_ms
 
     def stored(self, channel: str) -> list[Event]:
         with self._unavailable("read the store"), self._client.pipeline(transaction=True) as pipe:
@@ -238,7 +264,13 @@ class _Listener:
         self.pid = os.getpid()
         self.alive = True
         self._backend = backend
-        self._subscribed = threading.Event()
+        # Whether it has ever subscribed, and how many attempts have ended,
+        # for streams that wait for it (under _changed).
+        self._subscribed = False
+        self._attempts = 0
+        self._changed = threading.Condition()
+        # Set to cut the back-off short when a stream waits.
+        self._kick = threading.Event()
         self._stopping = False
         #: The highest id delivered, to drop what the catch-up already delivered.
         self._last_id = 0
@@ -248,8 +280,28 @@ class _Listener:
         self._thread.start()
 
     def wait_subscribed(self) -> None:
-        if not self._subscribed.wait(CONNECT_TIMEOUT + COMMAND_TIMEOUT):
-            raise ConnectionError(f"could not subscribe to Redis at {self._backend._url}")
+        """Return once it has subscribed; if it has not yet, have it try now and raise if that fails.
+
+        Once subscribed it stays so for this purpose, even while it resubscribes
+        after losing Redis: a stream that opens meanwhile replays from the store,
+        and the catch-up after resubscribing brings what it missed.
+        """
+        with self._changed:
+            if self._subscribed:
+                return
+            attempts = self._attempts
+            self._kick.set()
+            self._changed.wait_for(
+                lambda: self._subscribed or self._attempts > attempts, CONNECT_TIMEOUT + COMMAND_TIMEOUT
+            )
+            if not self._subscribed:
+                raise ConnectionError(f"could not subscribe to Redis at {self._backend._url}")
+
+    def _attempted(self, subscribed: bool) -> None:
+        with self._changed:
+            self._attempts += 1
+            self._subscribed = self._subscribed or subscribed
+            self._changed.notify_all()
 
     def stop(self) -> None:
         self._stopping = True
@@ -285,18 +337,22 @@ class _Listener:
                     self._catch_up()
                     log.warning("resubscribed to Redis at %s", backend._url)
                 epoch, lost, failures = current, False, 0
-                self._subscribed.set()
+                self._attempted(True)
                 while not self._stopping:
                     message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None:
                         self._deliver(message["data"])
             except Exception as error:
-                if not isinstance(error, redis.RedisError):
+                # redis-py reports a connection that went away as a RedisError,
+                # or as an OSError/ValueError from a socket closed under it.
+                if not isinstance(error, (redis.RedisError, OSError, ValueError)):
                     log.exception("the Redis listener failed; resubscribing")
                 elif not lost and epoch is not None:
                     log.warning("lost the Redis subscription at %s: %s; resubscribing", backend._url, error)
                 lost = lost or epoch is not None
-                time.sleep(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+                self._attempted(False)
+                self._kick.wait(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+                self._kick.clear()
                 failures += 1
             finally:
                 try:

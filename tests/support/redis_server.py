@@ -13,12 +13,15 @@ from .servers import free_port
 
 
 class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    """``extra_args`` go to redis-server (``["--appendonly", "yes"]`` for a server whose data survives)."""
+
+    def __init__(self, directory: Path, port: int | None = None, extra_args: list[str] | None = None) -> None:
         if shutil.which("redis-server") is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (scripts/test does it)")
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._directory = directory
+        self._extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
         self.start()
 
@@ -40,6 +43,7 @@ class RedisServer:
                 "20000",
                 "--loglevel",
                 "warning",
+                *self._extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
@@ -49,7 +53,7 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                client.ping()
+                client.ping()  # answers -LOADING (an error) until a persisted file is loaded
                 break
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
