@@ -13,49 +13,14 @@ which runs a private redis-server on PORT+1.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "bench"
-
-
-def read_targets(files: list[Path]) -> dict[str, tuple[str, Path]]:
-    targets = {}
-    for file in files:
-        for line in file.read_text().splitlines():
-            if line.strip() and not line.lstrip().startswith("#"):
-                name, command = line.split(None, 1)
-                targets[name] = (command, file.resolve().parent)
-    return targets
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as a, socket.socket() as b:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            try:
-                b.bind(("127.0.0.1", port + 1))
-                return int(port)
-            except OSError:
-                continue
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.5).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise TimeoutError(f"nothing listens on {port}")
+from targets import publish, read_targets, running
 
 
 def redis_clients(port: int) -> tuple[int, int]:
@@ -66,30 +31,11 @@ def redis_clients(port: int) -> tuple[int, int]:
     return len(lines), len(subscribers)
 
 
-def publish(port: int) -> None:
-    with socket.create_connection(("127.0.0.1", port), 10) as sock:
-        sock.sendall(
-            b"POST /publish?channel=bench HTTP/1.1\r\nHost: bench\r\nContent-Length: 5\r\n"
-            b"Connection: close\r\n\r\nprobe"
-        )
-        while sock.recv(65536):
-            pass
-
-
 def measure(name: str, command: str, folder: Path, counts: list[int]) -> list[tuple[int, int, int]]:
-    home = Path(os.environ.get("BENCH_HOME", SHARED))
-    port = free_port()
-    env = dict(os.environ, PORT=str(port), BENCH_HOME=str(home))
-    env["PATH"] = f"{home / '.venv' / 'bin'}:{SHARED / 'apps'}:{env['PATH']}"
-    process = subprocess.Popen(
-        ["bash", "-c", command], cwd=folder, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
     rows = []
     streams: list[socket.socket] = []
     opened: set[socket.socket] = set()
-    try:
-        wait_port(port)
+    with running(command, folder) as port:
         for count in counts:
             while len(streams) < count:
                 sock = socket.create_connection(("127.0.0.1", port))
@@ -114,11 +60,8 @@ def measure(name: str, command: str, folder: Path, counts: list[int]) -> list[tu
             connected, subscribers = redis_clients(port + 1)
             rows.append((count, connected, subscribers))
             print(f"{name}: {count} streams -> {connected} Redis connections, {subscribers} subscribed", flush=True)
-    finally:
         for sock in streams:
             sock.close()
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
     return rows
 
 

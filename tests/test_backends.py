@@ -10,6 +10,7 @@ subscription per process, a store that outlives the app.
 from __future__ import annotations
 
 import random
+import socket
 import sys
 import threading
 import time
@@ -567,3 +568,30 @@ class TestRedisBackend(BackendContract):
         assert [(id, e.data) for id, e in sse.messages.items()] == [(1, "sse1"), (3, "sse3")]
         assert sse.send_new_event(data="next", id=True) == 4
         assert [(m.id, m.data) for m in until_end(client, sse)] == [(2, "a2"), (3, "sse3"), (4, "next")]
+
+    def test_streams_opening_together_share_reads_of_the_store(self, own_redis, new_app, serve):
+        app, sse = new_app(SSE_REDIS_URL=own_redis.url)
+        server = serve(app)
+        for number in range(1, 51):
+            sse.send_new_event(data=f"e{number}", id=True)
+        redis_client = own_redis.client()
+        lranges_before = redis_client.info("commandstats").get("cmdstat_lrange", {}).get("calls", 0)
+
+        # 100 browsers arrive at once: every request is on the wire before
+        # the server reads the first.
+        sockets = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(100)]
+        for sock in sockets:
+            sock.sendall(b"GET /stream HTTP/1.1\r\nHost: test\r\nLast-Event-ID: 0\r\n\r\n")
+        for sock in sockets:
+            sock.settimeout(10)
+            received = b""
+            while b"data: e50\n" not in received:
+                data = sock.recv(65536)
+                assert data, f"the stream ended early: {received[-300:]!r}"
+                received += data
+            assert received.count(b"data: e") == 50  # the whole store, each event once
+            sock.close()
+
+        lranges = redis_client.info("commandstats")["cmdstat_lrange"]["calls"] - lranges_before
+        redis_client.close()
+        assert lranges < 50, f"{lranges} reads of the store for 100 streams"

@@ -27,8 +27,8 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
+from ..batches import Batches
 from ..config import Settings
 from ..event import Event
 from ..waking import allocate_lock
@@ -119,6 +119,7 @@ class RedisBackend:
         self._publish = self._client.register_script(_PUBLISH)
         self._lock = allocate_lock()
         self._listener: _Listener | None = None
+        self._batches: Batches[tuple[str, ...], _Snapshot] = Batches()
 
     # -- sending ------------------------------------------------------------
 
@@ -140,6 +141,20 @@ class RedisBackend:
 
     def replay(self, channels: Sequence[str], after: int | None) -> Replay:
         self._listen()
+        # Streams that open together (1,000 browsers after a deploy, say)
+        # share one read of the store instead of queueing for the pool.
+        snapshot = self._batches.run(tuple(channels), lambda: self._snapshot(channels))
+        if after and after > snapshot.last_id:
+            # An id Redis never gave: it lost its data. Without a store, no reset.
+            return Replay(bool(self._max_history), snapshot.after(0), 0)
+        after = after or 0
+        if not self._max_history:
+            return Replay(False, [], after)
+        found = snapshot.after(after)
+        reset = bool(after) and any(gone > after for gone in snapshot.gone)
+        return Replay(reset, found, max(after, found[-1].id or 0) if found else after)
+
+    def _snapshot(self, channels: Sequence[str]) -> _Snapshot:
         with self._unavailable("read the store"), self._client.pipeline(transaction=True) as pipe:
             pipe.time()
             pipe.get(self._key("id"))
@@ -148,42 +163,24 @@ class RedisBackend:
                 pipe.get(self._key("evicted", channel))
                 pipe.get(self._key("last", channel))
             now, last_id, *per_channel = pipe.execute()
-        last_id = int(last_id or 0)
-        if after and after > last_id:
-            # An id Redis never gave: it lost its data. Without a store, no reset.
-            return Replay(bool(self._max_history), self._stored_after(0, channels, per_channel, now), 0)
-        after = after or 0
-        if not self._max_history:
-            return Replay(False, [], after)
-        found = self._stored_after(after, channels, per_channel, now)
-        reset = False
-        if after:
-            for entries, evicted, last in zip(per_channel[::3], per_channel[1::3], per_channel[2::3], strict=True):
-                # What left the store: trimmed (evicted), expired in Redis with
-                # the whole list (last), or expired but not yet trimmed.
-                gone = max(int(evicted or 0), 0 if entries else int(last or 0))
-                if gone > after or any(expired and id > after for id, expired in self._ids(entries, now)):
-                    reset = True
-        return Replay(reset, found, max(after, found[-1].id or 0) if found else after)
-
-    def _stored_after(self, after: int, channels: Sequence[str], per_channel: list[Any], now: list[int]) -> list[Event]:
         now_ms = now[0] * 1000 + now[1] // 1000
-        found = []
-        for entries in per_channel[::3]:
+        kept: list[list[Event]] = []
+        gone: list[int] = []
+        for entries, evicted, last in zip(per_channel[::3], per_channel[1::3], per_channel[2::3], strict=True):
+            # What left the store: trimmed (evicted), expired in Redis with the
+            # whole list (last), or expired but not yet trimmed.
+            left = max(int(evicted or 0), 0 if entries else int(last or 0))
+            events = []
             for entry in entries:
-                event, expired = self._entry(entry, now_ms)
-                if not expired and event.id > after:  # type: ignore[operator]
-                    found.append(event)
-        if len(channels) > 1:
-            found.sort(key=lambda event: event.id)  # type: ignore[arg-type,return-value]
-        return found
-
-    def _ids(self, entries: list[bytes], now: list[int]) -> Iterator[tuple[int, bool]]:
-        """(id, expired) of each stored entry, without decoding it."""
-        now_ms = now[0] * 1000 + now[1] // 1000
-        for entry in entries:
-            id, ms, _ = entry.split(b" ", 2)
-            yield int(id), bool(self._ttl_ms) and int(ms) <= now_ms - self._ttl_ms
+                head, rest = entry.split(b"\n", 1)
+                id, ms, size = (int(part) for part in head.split(b" "))
+                if self._ttl_ms and ms <= now_ms - self._ttl_ms:
+                    left = max(left, id)
+                else:  # a stream needs only the id and the frame
+                    events.append(Event(id, None, None, None, rest[size:]))
+            kept.append(events)
+            gone.append(left)
+        return _Snapshot(int(last_id or 0), kept, gone)
 
     def stored(self, channel: str) -> list[Event]:
         with self._unavailable("read the store"), self._client.pipeline(transaction=True) as pipe:
@@ -248,6 +245,22 @@ class RedisBackend:
                 if event.id > after:  # type: ignore[operator]
                     found.append((channel, event))
         found.sort(key=lambda item: item[1].id)  # type: ignore[arg-type,return-value]
+        return found
+
+
+class _Snapshot:
+    """One read of the stores of some channels, shared by the streams that asked together."""
+
+    def __init__(self, last_id: int, kept: list[list[Event]], gone: list[int]) -> None:
+        self.last_id = last_id
+        self._kept = kept  # per channel: the unexpired events, oldest first
+        self.gone = gone  # per channel: the highest id that has left its store
+
+    def after(self, after: int) -> list[Event]:
+        """The stored events with an id above ``after``, in id order."""
+        found = [event for events in self._kept for event in events if event.id > after]  # type: ignore[operator]
+        if len(self._kept) > 1:
+            found.sort(key=lambda event: event.id)  # type: ignore[arg-type,return-value]
         return found
 
 
