@@ -51,7 +51,7 @@ class SSE:
         ``SSE_REDIS_URL``, ``SSE_KEEPALIVE``, ``SSE_RETRY``,
         ``SSE_MAX_HISTORY``, ``SSE_HISTORY_TTL``, ``SSE_QUEUE_SIZE``,
         ``SSE_MAX_CONNECTIONS``, ``SSE_CORS_ORIGINS``, ``SSE_RESET_EVENT``
-        and ``SSE_REDIS_PREFIX``, once: later changes to ``app.config`` are
+        ``SSE_REDIS_PREFIX`` and ``SSE_DIRECT_WRITES``, once: later changes to ``app.config`` are
         not seen. Then ``app.extensions["sse"]`` and ``app.sse`` are this
         object.
         """
@@ -70,7 +70,13 @@ class SSE:
 
         prefix = settings.url_prefix.rstrip("/")
         blueprint.add_url_rule(
-            "" if prefix else "/", "stream", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False
+            "" if prefix else "/",
+            "stream",
+            stream,
+            # Every method reaches the view, which answers 405 in plain text
+            # with an Allow header, as the standalone server does.
+            methods=["GET", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"],
+            provide_automatic_options=False,
         )
         app.register_blueprint(blueprint, url_prefix=prefix or None)
 

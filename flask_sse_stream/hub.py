@@ -26,15 +26,15 @@ class Connection:
     ``channels`` is the tuple of its channel names in request order,
     ``remote_addr`` the client's address and ``started_at`` the
     ``time.time()`` it opened.
-
-    Its writer (the greenlet or thread that serves the response) waits in
-    :meth:`take` or :meth:`take_chunk`. Under gevent, once the response is
-    under way, events queued by senders of the writer's own thread are
-    written to the socket by the thread's :class:`Flusher` while the writer
-    stays asleep: no wake-up and no switch per delivery, and all the events
-    queued in one turn of the event loop go out in one write. What the socket
-    does not take is left to the writer, in order.
     """
+
+    # Its writer (the greenlet or thread that serves the response) waits in
+    # take() or take_chunk(). Under gevent, once the response is under way,
+    # events queued by senders of the writer's own thread are written to the
+    # socket by the thread's Flusher while the writer stays asleep: no wake-up
+    # and no switch per delivery, and all the events queued in one turn of
+    # the event loop go out in one write. What the socket does not take is
+    # left to the writer, in order.
 
     __slots__ = (
         "channels",

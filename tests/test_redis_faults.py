@@ -59,7 +59,7 @@ def new_app(make_app) -> Iterator[Callable[..., tuple[Flask, SSE]]]:
     made: list[tuple[Flask, SSE]] = []
 
     def make(server: RedisServer, **config: Any) -> tuple[Flask, SSE]:
-        app, sse = make_app(SSE_REDIS_URL=server.url, SSE_KEEPALIVE=KEEPALIVE, **config)
+        app, sse = make_app(**{"SSE_REDIS_URL": server.url, "SSE_KEEPALIVE": KEEPALIVE, **config})
         made.append((app, sse))
         return app, sse
 
@@ -331,3 +331,23 @@ def test_stream_resuming_while_its_worker_catches_up_gets_no_event_twice(persist
     assert pairs(resumed.events(1, timeout=5)) == later
     wait_resubscribed(persistent_redis)
     assert pairs(until_end(resumed, sse_b)) == []
+
+
+def test_errors_and_logs_name_the_redis_url_without_its_password(tmp_path, new_app, serve, client_for, caplog):
+    server = RedisServer(tmp_path, extra_args=["--requirepass", "s3cret-pw"])
+    try:
+        secret_url = server.url.replace("redis://", "redis://:s3cret-pw@")
+        app, sse = new_app(server, SSE_REDIS_URL=secret_url)
+        stream = client_for(serve(app).port)
+        assert sse.send_new_event(data="works with the password", id=True) == 1
+        assert stream.next_event().data == "works with the password"
+
+        server.stop()
+        with pytest.raises(ConnectionError) as raised:
+            sse.send_new_event(data="lost")
+        wait_until(lambda: "lost the Redis subscription" in caplog.text, what="the listener to log the loss")
+    finally:
+        server.stop()
+    assert f"redis://:***@127.0.0.1:{server.port}/0" in str(raised.value)
+    assert "s3cret-pw" not in str(raised.value)
+    assert "s3cret-pw" not in caplog.text

@@ -124,7 +124,8 @@ def test_methods_other_than_get_head_options_get_405_with_allow(make_app, serve,
     allowed = {part.strip() for part in client.headers["allow"].split(",")}
     assert "GET" in allowed
     assert method not in allowed
-    client.body(timeout=2)
+    assert client.headers["content-type"] == "text/plain; charset=utf-8"
+    assert f"{method} is not allowed" in client.body(timeout=2).decode()
     assert sse.connections == []
 
 

@@ -13,6 +13,7 @@ Keys, under ``SSE_REDIS_PREFIX`` (``sse``):
 - ``sse:evicted:<channel>``: the highest id trimmed or expired from that store;
 - ``sse:last:<channel>``: the last id stored there (the store itself expires
   with ``SSE_HISTORY_TTL``; this tells a resuming client that it missed it);
+- ``sse:epoch``: a random token, set when missing: a new one means Redis lost its data;
 - ``sse:events``: the pub/sub channel.
 
 A stored entry is ``b"<id> <ms> <len(meta)>\\n" + meta + frame``, where
@@ -27,6 +28,7 @@ import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from ..batches import Batches
 from ..config import Settings
@@ -45,8 +47,8 @@ log = logging.getLogger("flask_sse_stream.redis")
 
 #: Seconds a command may take before ``send_new_event`` gives up with an error.
 COMMAND_TIMEOUT = 5.0
-#: Connections to Redis per process for sending and reading the store (the
-#: subscription is one more).
+#: Connections to Redis per process, the subscription's included: the rest
+#: serve sending and reading the store.
 POOL_SIZE = 8
 #: Seconds to wait for a connection to Redis.
 CONNECT_TIMEOUT = 2.0
@@ -98,7 +100,8 @@ class RedisBackend:
     def __init__(self, settings: Settings, fanout: Fanout) -> None:
         if settings.redis_url is None:
             raise ValueError("the Redis backend needs SSE_REDIS_URL")
-        self._url = settings.redis_url
+        #: The URL without its password, for messages and logs.
+        self._url = _redacted(settings.redis_url)
         self._fanout = fanout
         self._prefix = settings.redis_prefix
         self._max_history = settings.max_history
@@ -108,7 +111,7 @@ class RedisBackend:
         # instead of each opening its own, so the connections held do not
         # grow with the number of clients.
         pool = redis.BlockingConnectionPool.from_url(
-            self._url,
+            settings.redis_url,
             max_connections=POOL_SIZE,
             timeout=COMMAND_TIMEOUT,
             socket_timeout=COMMAND_TIMEOUT,
@@ -246,6 +249,16 @@ class RedisBackend:
                     found.append((channel, event))
         found.sort(key=lambda item: item[1].id)  # type: ignore[arg-type,return-value]
         return found
+
+
+def _redacted(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    user = f"{parts.username}:" if parts.username else ":"
+    return urlunsplit(parts._replace(netloc=f"{user}***@{host}"))
 
 
 class _Snapshot:

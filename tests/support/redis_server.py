@@ -55,6 +55,8 @@ class RedisServer:
             try:
                 client.ping()  # answers -LOADING (an error) until a persisted file is loaded
                 break
+            except redis.AuthenticationError:
+                break  # up, and asking for the password it was given
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from None
