@@ -129,12 +129,29 @@ class SSE:
         check_channel(channel)
         app = self._app()
         draft = new_event(data, event, retry, _json_dumps(app))
-        return self._states[app].backend.publish(channel, draft, with_id=id).id
+        state = self._states[app]
+        sent = state.backend.publish(channel, draft, with_id=id)
+        state.counters.events_sent += 1
+        return sent.id
 
     @property
     def connections(self) -> list[Connection]:
         """The open streams of this process, each with ``channels``, ``remote_addr`` and ``started_at``."""
         return self._state().hub.connections()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What this app's streams did in this process since it started.
+
+        ``streams`` (open now) and ``streams_by_channel``, then the running
+        totals ``events_sent``, ``bytes_written``, ``streams_opened``,
+        ``streams_refused`` (503), ``replays_served``, ``events_replayed``,
+        ``resets_sent``, ``slow_clients_dropped`` and ``redis_reconnects``.
+        Per process: with several workers, each has its own.
+        """
+        state = self._state()
+        by_channel = state.hub.streams_by_channel()
+        return {"streams": len(state.hub), "streams_by_channel": by_channel, **state.counters.snapshot()}
 
     @property
     def messages(self) -> dict[int, Event]:

@@ -9,6 +9,7 @@ a writer blocked on a client that stopped reading is freed too).
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections import deque
@@ -17,7 +18,10 @@ from collections.abc import Iterable
 import gevent
 
 from .event import Event
+from .stats import Counters
 from .waking import GeventWaker, ThreadWaker, allocate_lock, new_waker, thread_ident
+
+log = logging.getLogger("flask_sse_stream")
 
 
 class Connection:
@@ -55,6 +59,7 @@ class Connection:
         "_idle",
         "_partial",
         "_written_at",
+        "_counters",
     )
 
     def __init__(
@@ -64,6 +69,7 @@ class Connection:
         queue_size: int,
         sock: socket.socket | None = None,
         server: object = None,
+        counters: Counters | None = None,
     ) -> None:
         self.channels = channels
         self.remote_addr = remote_addr
@@ -93,6 +99,7 @@ class Connection:
         self._idle = False
         self._partial: bytes | None = None
         self._written_at = 0.0
+        self._counters = counters or Counters()
 
     def __repr__(self) -> str:
         return f"<Connection channels={self.channels!r} remote_addr={self.remote_addr!r}>"
@@ -110,6 +117,13 @@ class Connection:
         pending = self._pending
         pending.append(event)
         if len(pending) > self._limit:
+            self._counters.slow_clients_dropped += 1
+            log.info(
+                "disconnected a stream of %s from %s: more than %d events behind",
+                ", ".join(self.channels),
+                self.remote_addr,
+                self._limit,
+            )
             self.abort()
         elif self._flusher is not None and thread == self._thread:
             if not self._dirty:
@@ -145,6 +159,7 @@ class Connection:
             self.close()  # the client is gone
             return
         self._written_at = flusher.now
+        self._counters.bytes_written += sent
         if sent < len(chunk):
             self._partial = chunk[sent:]
             self._idle = False
@@ -306,7 +321,8 @@ class Flusher:
 class Hub:
     """The open streams of one app in this process, indexed by channel."""
 
-    def __init__(self) -> None:
+    def __init__(self, counters: Counters | None = None) -> None:
+        self.counters = counters or Counters()
         self._lock = allocate_lock()
         self._channels: dict[str, dict[Connection, None]] = {}
         # channel -> snapshot of its streams, rebuilt after a change, so that
@@ -324,6 +340,11 @@ class Hub:
         """The channels that have streams here."""
         with self._lock:
             return list(self._channels)
+
+    def streams_by_channel(self) -> dict[str, int]:
+        """How many streams each channel has here."""
+        with self._lock:
+            return {channel: len(members) for channel, members in self._channels.items()}
 
     def subscribe(self, connection: Connection, limit: int) -> bool:
         """Add ``connection`` unless ``limit`` streams are open; False if full."""

@@ -8,6 +8,7 @@ from .backends import Backend, create_backend
 from .config import Settings
 from .hub import Hub
 from .lifecycle import register
+from .stats import Counters
 
 
 class AppState:
@@ -17,6 +18,7 @@ class AppState:
         self.settings = settings
         #: Shared with the ``SSE`` object: ``@sse.authorize`` applies to every app.
         self.authorizers = authorizers
-        self.hub = Hub()
+        self.counters = Counters()
+        self.hub = Hub(self.counters)
         self.backend: Backend = create_backend(settings, self.hub)
         register(self)

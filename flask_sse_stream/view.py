@@ -84,13 +84,16 @@ def stream_response(
     settings = state.settings
     sock = socket_of(environ)
     if sock is not None:
-        _no_delay(sock)
+        _tune(sock, settings.keepalive)
     if shutting_down():
         # This worker is ending: open the stream and end it at once, so the
         # browser reconnects (with Last-Event-ID) to a worker that stays.
         return Response(_Hangup(OPENING + b"\n", sock), status=200, headers=headers, direct_passthrough=True)
-    connection = Connection(channels, request.remote_addr, settings.queue_size, sock, server)
+    counters = state.counters
+    connection = Connection(channels, request.remote_addr, settings.queue_size, sock, server, counters)
     if not state.hub.subscribe(connection, settings.max_connections):
+        counters.streams_refused += 1
+        log.warning("refused a stream from %s: %d streams are open", request.remote_addr, settings.max_connections)
         return _refuse(
             503,
             f"this process serves its limit of {settings.max_connections} streams",
@@ -111,13 +114,19 @@ def stream_response(
     except BaseException:
         state.hub.unsubscribe(connection)
         raise
+    counters.streams_opened += 1
+    log.debug("opened a stream of %s for %s", ", ".join(channels), request.remote_addr)
     first = [OPENING]
     if settings.retry is not None:
         first.append(b"retry: %d\n" % settings.retry)
     first.append(b"\n")
     if replay.reset:
+        counters.resets_sent += 1
         first.append(reset_frame(settings.reset_event))
-    first.extend(event.frame for event in replay.events)
+    if replay.events:
+        counters.replays_served += 1
+        counters.events_replayed += len(replay.events)
+        first.extend(event.frame for event in replay.events)
     connection.replayed(replay.upto)
     direct = direct_socket(environ, sock) if settings.direct_writes else None
     body = StreamBody(state, connection, b"".join(first), direct)
@@ -144,6 +153,11 @@ class StreamBody(Iterator[bytes]):
         self._direct = direct
 
     def __next__(self) -> bytes:
+        data = self._next()
+        self._state.counters.bytes_written += len(data)
+        return data
+
+    def _next(self) -> bytes:
         first = self._first
         if first is not None:
             self._first = None
@@ -165,6 +179,7 @@ class StreamBody(Iterator[bytes]):
         # The server has written the headers and the first item: it waits for
         # the next one, so the socket is ours until this returns.
         connection = self._connection
+        counters = self._state.counters
         connection.allow_direct_writes(sock._sock)
         while (chunk := connection.take_chunk(self._keepalive, KEEPALIVE_CHUNK)) is not None:
             try:
@@ -172,12 +187,14 @@ class StreamBody(Iterator[bytes]):
             except OSError:
                 connection.close()  # the client is gone
                 return
+            counters.bytes_written += len(chunk)
             connection.wrote()
 
     def close(self) -> None:
         connection = self._connection
         self._state.hub.unsubscribe(connection)
         connection.close()
+        log.debug("closed a stream of %s for %s", ", ".join(connection.channels), connection.remote_addr)
         if connection.hangup:
             # The server has written the end of the response by now (WSGI
             # calls close() last): end the connection too.
@@ -282,11 +299,21 @@ def direct_socket(environ: dict[str, Any], sock: Any) -> Any:
     return sock if getattr(sock, "_sock", None) is not None else None
 
 
-def _no_delay(sock: Any) -> None:
-    # Events are small writes: without TCP_NODELAY, Nagle's algorithm holds one
-    # back until the previous one is acknowledged (up to 40 ms with delayed ACKs).
+def _tune(sock: Any, keepalive: float) -> None:
+    """Socket options for a stream.
+
+    TCP_NODELAY: events are small writes, and Nagle's algorithm would hold one
+    back until the previous one is acknowledged (up to 40 ms with delayed
+    ACKs). TCP_USER_TIMEOUT: a peer that vanished without a FIN (a laptop
+    closed, a network gone) never acknowledges the next keep-alive; the kernel
+    then gives up on the connection one keep-alive period later instead of
+    retrying for many minutes, so a vanished client is freed within two
+    keep-alive periods.
+    """
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(keepalive * 1000))
     except (OSError, AttributeError):
         pass  # not TCP (a Unix socket), or closed already
 

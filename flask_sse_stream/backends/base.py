@@ -11,10 +11,14 @@ from collections.abc import Sequence
 from typing import NamedTuple, Protocol
 
 from ..event import Event
+from ..stats import Counters
 
 
 class Fanout(Protocol):
     """The streams of this process (the hub), as a backend sees them."""
+
+    #: The app's counters in this process.
+    counters: Counters
 
     def deliver(self, channel: str, event: Event) -> None:
         """Called once per event, in id order; never blocks."""

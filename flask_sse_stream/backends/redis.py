@@ -361,6 +361,7 @@ class _Listener:
                         self._last_id = 0
                         backend._fanout.ids_restarted()
                     self._catch_up()
+                    backend._fanout.counters.redis_reconnects += 1
                     log.warning("resubscribed to Redis at %s", backend._url)
                 epoch, lost, failures = current, False, 0
                 self._attempted(True)
