@@ -1,118 +1,15 @@
-"""The seed's walkthrough as a program: a page on one port, its stream on another.
+"""The example app of flask_sse_stream, in two forms.
 
-``python -m example_app`` serves the page (a read-only textarea) on
-``--page-port`` and the stream, with :func:`flask_sse_stream.start_sse_tcp_port`,
-on ``--stream-port``. Each line typed at the ``>`` prompt is sent to every open
-page; ``!id TEXT`` sends TEXT with an id, so pages opened later show it too.
+- ``python -m example_app``: the seed's walkthrough (:mod:`example_app.walkthrough`),
+  a page on one port and its stream, served by ``start_sse_tcp_port``, on
+  another; the lines typed at the prompt are the events.
+- ``gunicorn -c example_app/gunicorn.conf.py 'example_app:create_app()'``:
+  the same page as a Flask app (:mod:`example_app.app`), its stream at
+  ``/stream`` and a form that sends events; with ``SSE_REDIS_URL`` for
+  several workers.
 """
 
-from __future__ import annotations
+from .app import create_app as create_app
+from .walkthrough import main as main
 
-import argparse
-import sys
-import threading
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import gevent.event
-from flask import Flask, render_template
-from gevent.pywsgi import WSGIServer
-
-from flask_sse_stream import make_sse, send_new_event, start_sse_tcp_port
-
-HELP = "Type a line to send it to every open page; '!id TEXT' sends TEXT with an id; '!quit' (or Ctrl-D) stops."
-
-
-def create_page_app(stream_port: int) -> Flask:
-    """The page: a read-only textarea that shows the stream on ``stream_port``."""
-    app = Flask(__name__)
-
-    @app.get("/")
-    def index() -> str:
-        return render_template("index.html", stream_port=stream_port)
-
-    return app
-
-
-def serve_in_background(app: Flask, host: str, port: int) -> Callable[[], None]:
-    """Serve ``app`` on gevent's ``WSGIServer`` in a thread of its own; return ``stop()``.
-
-    Without monkey-patching the thread has its own gevent hub, so the main
-    thread may block on ``input()`` while the page keeps being served.
-    """
-    started = threading.Event()
-    control: dict[str, Any] = {}
-
-    def serve() -> None:
-        stopping = gevent.event.Event()
-        try:
-            server = WSGIServer((host, port), app, log=None)
-            server.start()
-            control.update(loop=gevent.get_hub().loop, stopping=stopping)
-        except BaseException as error:
-            control["error"] = error
-            return
-        finally:
-            started.set()
-        stopping.wait()
-        server.stop(timeout=1)
-
-    thread = threading.Thread(target=serve, name=f"page-server-{port}", daemon=True)
-    thread.start()
-    started.wait()
-    if "error" in control:
-        raise control["error"]
-
-    def stop() -> None:
-        control["loop"].run_callback_threadsafe(control["stopping"].set)
-        thread.join(2)
-
-    return stop
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m example_app",
-        description="Serve a page and its server-sent event stream; send what you type to every open page.",
-        epilog=HELP,
-    )
-    parser.add_argument("--host", default="localhost", help="interface to listen on (default: %(default)s)")
-    parser.add_argument("--page-port", type=int, default=8080, help="port of the page (default: %(default)s)")
-    parser.add_argument("--stream-port", type=int, default=8122, help="port of the stream (default: %(default)s)")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    a_sse = make_sse()
-    try:
-        stop = start_sse_tcp_port(args.stream_port, a_sse, hostname=args.host)
-    except OSError as error:
-        print(f"cannot serve the stream on {args.host}:{args.stream_port}: {error}", file=sys.stderr)
-        return 1
-    try:
-        stop_page = serve_in_background(create_page_app(args.stream_port), args.host, args.page_port)
-    except OSError as error:
-        stop()
-        print(f"cannot serve the page on {args.host}:{args.page_port}: {error}", file=sys.stderr)
-        return 1
-
-    print(f"Open http://{args.host}:{args.page_port}/ (stream at http://{args.host}:{args.stream_port}/).")
-    print(HELP)
-    try:
-        while True:
-            line = input("> ")
-            if line == "!quit":
-                break
-            if line.startswith("!id "):
-                print(f"sent with id {send_new_event(a_sse, data=line[4:], id=True)}")
-            elif line.startswith("!"):
-                print(HELP)
-            else:
-                send_new_event(a_sse, data=line)
-    except (EOFError, KeyboardInterrupt):
-        print()
-    finally:
-        stop_page()
-        stop()
-    return 0
+__all__ = ["create_app", "main"]

@@ -1,3 +1,3 @@
-from . import main
+from .walkthrough import main
 
 raise SystemExit(main())

@@ -59,13 +59,15 @@ class RedisServer:
                 break  # up, and asking for the password it was given
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.stop()
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from None
                 time.sleep(0.02)
         client.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
             self.process.wait(10)
         self.process = None
 
