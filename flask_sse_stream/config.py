@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .event import check_event_name, check_retry, show
@@ -22,6 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_RESET_EVENT": "sse-reset",
     "SSE_REDIS_PREFIX": "sse",
     "SSE_DIRECT_WRITES": True,
+    "SSE_PUBLISH_TOKEN": None,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -43,6 +44,12 @@ class Settings:
     reset_event: str
     redis_prefix: str
     direct_writes: bool
+    #: The bearer token of the publish and stats endpoints; ``None``: no endpoints.
+    publish_token: str | None = field(repr=False)
+
+
+#: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.
+MIN_TOKEN_LENGTH = 16
 
 
 def option_name(key: str) -> str:
@@ -84,6 +91,7 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         reset_event=check_event_name(values["reset_event"], "SSE_RESET_EVENT"),
         redis_prefix=_redis_prefix(values["redis_prefix"]),
         direct_writes=_bool("SSE_DIRECT_WRITES", values["direct_writes"]),
+        publish_token=_publish_token(values["publish_token"]),
     )
 
 
@@ -137,4 +145,21 @@ def _redis_url(value: Any) -> str | None:
 def _redis_prefix(value: Any) -> str:
     if not isinstance(value, str) or not value or any(c in value for c in " \r\n\x00"):
         raise ValueError(f"SSE_REDIS_PREFIX must be a non-empty str without spaces or line breaks, got {show(value)}")
+    return value
+
+
+def _publish_token(value: Any) -> str | None:
+    # The message never shows the value: it is a secret, and logs keep errors.
+    accepted = (
+        f"SSE_PUBLISH_TOKEN must be None (no publish endpoint) or a str of at least {MIN_TOKEN_LENGTH}"
+        " visible ASCII characters (no spaces), such as secrets.token_urlsafe(32)"
+    )
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError(f"{accepted}, got a {type(value).__name__}")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"{accepted}, got a str of {len(value)} characters")
+    if not all("!" <= c <= "~" for c in value):
+        raise ValueError(f"{accepted}, got a str with a space, a control or a non-ASCII character")
     return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable
 from functools import partial
@@ -11,12 +12,22 @@ from flask import Blueprint, Flask, current_app, has_app_context
 from flask.json.provider import DefaultJSONProvider
 
 from . import config
+from .cli import sse_cli
 from .event import Event, check_channel, new_event, show
 from .hub import Connection
+from .publish import PUBLISH_METHODS, STATS_METHODS, publish_response, stats_response
 from .state import AppState
 from .view import stream_response
 
 Authorizer = Callable[[str], bool]
+
+
+class PublishIdWarning(UserWarning):
+    """:meth:`SSE.publish` got a Flask-SSE style ``id`` value: ids are allocated by the library.
+
+    A true value gives the event the next id and stores it; a false one sends
+    it live only. Pass ``id=True`` or ``id=False`` to say so without a warning.
+    """
 
 
 class SSE:
@@ -50,10 +61,11 @@ class SSE:
         Reads (and fills in the defaults of) ``SSE_URL_PREFIX``,
         ``SSE_REDIS_URL``, ``SSE_KEEPALIVE``, ``SSE_RETRY``,
         ``SSE_MAX_HISTORY``, ``SSE_HISTORY_TTL``, ``SSE_QUEUE_SIZE``,
-        ``SSE_MAX_CONNECTIONS``, ``SSE_CORS_ORIGINS``, ``SSE_RESET_EVENT``
-        ``SSE_REDIS_PREFIX`` and ``SSE_DIRECT_WRITES``, once: later changes to ``app.config`` are
-        not seen. Then ``app.extensions["sse"]`` and ``app.sse`` are this
-        object.
+        ``SSE_MAX_CONNECTIONS``, ``SSE_CORS_ORIGINS``, ``SSE_RESET_EVENT``,
+        ``SSE_REDIS_PREFIX``, ``SSE_DIRECT_WRITES`` and ``SSE_PUBLISH_TOKEN``,
+        once: later changes to ``app.config`` are not seen. Then
+        ``app.extensions["sse"]`` and ``app.sse`` are this object, and the
+        ``flask sse`` commands are added to the app's command line.
         """
         if "sse" in app.extensions:
             raise RuntimeError(f"an SSE extension is already registered on {app.name!r}; call init_app once per app")
@@ -78,7 +90,20 @@ class SSE:
             methods=["GET", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"],
             provide_automatic_options=False,
         )
+        if settings.publish_token is not None:
+            # For servers and scripts, beside the stream: <prefix>/publish and <prefix>/stats.
+            def publish() -> Any:
+                return publish_response(self, state)
+
+            def stats() -> Any:
+                return stats_response(self, state)
+
+            blueprint.add_url_rule(
+                "/publish", "publish", publish, methods=PUBLISH_METHODS, provide_automatic_options=False
+            )
+            blueprint.add_url_rule("/stats", "stats", stats, methods=STATS_METHODS, provide_automatic_options=False)
         app.register_blueprint(blueprint, url_prefix=prefix or None)
+        app.cli.add_command(sse_cli)
 
     def authorize(self, f: Authorizer) -> Authorizer:
         """Register ``f(channel) -> bool``, called in the request context before a stream opens.
@@ -121,18 +146,35 @@ class SSE:
         context (outside one, an ``SSE`` on exactly one app uses that app).
         It never blocks on a client: a stream too far behind is disconnected.
         """
-        if id is not True and id is not False:
-            raise TypeError(
-                "id must be True (give the event the next id and store it)"
-                f" or False (send it live only), got {show(id)}"
-            )
-        check_channel(channel)
-        app = self._app()
-        draft = new_event(data, event, retry, _json_dumps(app))
-        state = self._states[app]
-        sent = state.backend.publish(channel, draft, with_id=id)
-        state.counters.events_sent += 1
-        return sent.id
+        state, draft = self._prepare(data, event, id, retry, channel)
+        return self._send(state, channel, draft, id)
+
+    def publish(
+        self,
+        data: Any,
+        type: str | None = None,
+        id: object = None,
+        retry: int | None = None,
+        channel: str = "sse",
+    ) -> int | None:
+        """Flask-SSE's ``sse.publish``: :meth:`send_new_event` with Flask-SSE's names.
+
+        ``type`` is the event name (``event``); ``data``, ``retry`` and
+        ``channel`` are those of :meth:`send_new_event`. Returns the event's
+        id, or ``None`` (Flask-SSE returned the number of Redis subscribers).
+
+        Ids differ: Flask-SSE wrote the caller's ``id`` on the wire, here the
+        library allocates them. ``id=True`` gives the event the next id and
+        stores it; ``None`` (the default) or ``False`` sends it live only. Any
+        other value is not sent: a true one (``id="msg-42"``) counts as
+        ``True``, a false one as ``False``, with a :class:`PublishIdWarning`.
+
+        .. code-block:: python
+
+            sse.publish({"message": "Hello!"}, type="greeting")           # live only
+            sse.publish({"message": "Hello!"}, type="greeting", id=True)  # stored: returns its id
+        """
+        return self.send_new_event(data=data, event=type, id=publish_id(id, 2), retry=retry, channel=channel)
 
     @property
     def connections(self) -> list[Connection]:
@@ -147,7 +189,9 @@ class SSE:
         totals ``events_sent``, ``bytes_written``, ``streams_opened``,
         ``streams_refused`` (503), ``replays_served``, ``events_replayed``,
         ``resets_sent``, ``slow_clients_dropped`` and ``redis_reconnects``.
-        Per process: with several workers, each has its own.
+        Per process: with several workers, each has its own. With
+        ``SSE_PUBLISH_TOKEN`` set, ``GET <prefix>/stats`` answers them over
+        HTTP, and ``flask sse stats`` prints them.
         """
         state = self._state()
         by_channel = state.hub.streams_by_channel()
@@ -162,6 +206,25 @@ class SSE:
         """The stored events of ``channel``, as an id-ordered ``{id: event}``."""
         check_channel(channel)
         return {event.id: event for event in self._state().backend.stored(channel)}  # type: ignore[misc]
+
+    def _prepare(
+        self, data: Any, event: str | None, id: bool, retry: int | None, channel: str
+    ) -> tuple[AppState, Event]:
+        """Check the arguments and encode the event; TypeError or ValueError before anything is sent."""
+        if id is not True and id is not False:
+            raise TypeError(
+                "id must be True (give the event the next id and store it)"
+                f" or False (send it live only), got {show(id)}"
+            )
+        check_channel(channel)
+        app = self._app()
+        return self._states[app], new_event(data, event, retry, _json_dumps(app))
+
+    @staticmethod
+    def _send(state: AppState, channel: str, draft: Event, id: bool) -> int | None:
+        sent = state.backend.publish(channel, draft, with_id=id)
+        state.counters.events_sent += 1
+        return sent.id
 
     def state_for(self, app: Flask | None = None) -> AppState:
         """The per-app state (for the standalone server and tests)."""
@@ -191,6 +254,25 @@ class SSE:
             f"This 'SSE' instance serves {len(apps)} apps; call it inside an app context"
             " ('with app.app_context():') so it knows which one."
         )
+
+
+def publish_id(id: object, stacklevel: int) -> bool:
+    """Flask-SSE's ``id`` argument as ours: whether to give the event an id and store it.
+
+    ``stacklevel`` is that of the caller's caller, for the warning.
+    """
+    if id is None:
+        return False
+    if isinstance(id, bool):
+        return id
+    meaning = "it gets the next id and is stored" if id else "it is sent live only"
+    warnings.warn(
+        f"flask_sse_stream allocates event ids itself: id={show(id)} is not sent, {meaning};"
+        " pass id=True (the next id, stored) or id=False (live only)",
+        PublishIdWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return bool(id)
 
 
 def _json_dumps(app: Flask) -> Callable[[Any], str]:

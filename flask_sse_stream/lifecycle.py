@@ -74,7 +74,7 @@ def _warn_in_process(state: AppState, why: str) -> None:
         return
     _warned.add(state)
     log.warning(
-        "%s, but SSE_REDIS_URL is not set: each worker has its own store and id"
+        "%s, but SSE_REDIS_URL is not set for flask_sse_stream: each worker has its own store and id"
         " counter, so a client sees only the events sent in the worker it is connected to, and ids"
         " repeat across workers. Set SSE_REDIS_URL (the Redis backend), or run one worker.",
         why,

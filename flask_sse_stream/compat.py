@@ -1,0 +1,97 @@
+"""A drop-in for Flask-SSE 1.0: change ``from flask_sse import sse`` to ``from flask_sse_stream.compat import sse``.
+
+.. code-block:: python
+
+    from flask_sse_stream.compat import sse
+
+    app.config["REDIS_URL"] = "redis://localhost"
+    app.register_blueprint(sse, url_prefix="/stream")
+
+    @app.route("/hello")
+    def publish_hello():
+        sse.publish({"message": "Hello!"}, type="greeting")
+        return "Message sent!"
+
+Registering the blueprint sets up an :class:`~flask_sse_stream.SSE` on the
+app (the stream at ``url_prefix``, ``SSE_REDIS_URL`` taken from
+``SSE_REDIS_URL`` or else ``REDIS_URL``), and ``sse.publish`` sends through
+the app of the current context. The ids of ``publish`` differ from
+Flask-SSE's: see :meth:`~flask_sse_stream.SSE.publish`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Flask
+from flask.sansio.app import App
+
+from .extension import SSE, PublishIdWarning, publish_id
+
+__all__ = ["PublishIdWarning", "ServerSentEventsBlueprint", "sse"]
+
+# What a blueprint's own request hooks, registered with @sse.before_request
+# and the like, are kept in; they are moved to the stream's blueprint.
+_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
+
+
+class ServerSentEventsBlueprint(Blueprint):
+    """Flask-SSE's blueprint, backed by :class:`~flask_sse_stream.SSE`.
+
+    ``app.register_blueprint(sse, url_prefix="/stream")`` calls
+    ``sse.extension.init_app(app)`` with ``SSE_URL_PREFIX`` set to
+    ``url_prefix`` (without one: ``SSE_URL_PREFIX`` as configured), and with
+    ``SSE_REDIS_URL`` set from ``REDIS_URL`` when it is not set itself. No
+    Redis URL at all gives the in-process store (right for one process).
+    Functions registered with ``@sse.before_request``, ``after_request`` and
+    ``teardown_request`` apply to the stream, so Flask-SSE's access checks
+    (``abort(403)``) keep working.
+
+    :param options: keyword options of :class:`~flask_sse_stream.SSE`.
+    """
+
+    def __init__(self, name: str = "sse", import_name: str = __name__, **options: Any) -> None:
+        super().__init__(name, import_name)
+        #: The :class:`~flask_sse_stream.SSE` behind this blueprint, on every app it is registered on.
+        self.extension = SSE(**options)
+
+    def register(self, app: App, options: dict[str, Any]) -> None:
+        """Set up the extension on ``app``; called by ``app.register_blueprint(sse, url_prefix=...)``."""
+        if not isinstance(app, Flask):
+            raise TypeError(f"the flask_sse_stream.compat blueprint needs a Flask app, got {type(app).__name__}")
+        unsupported = sorted(set(options) - {"url_prefix"})
+        if unsupported:
+            raise ValueError(
+                f"the flask_sse_stream.compat blueprint is registered on the app with at most url_prefix,"
+                f" as app.register_blueprint(sse, url_prefix='/stream'); got {', '.join(unsupported)}"
+            )
+        config = app.config
+        prefix = options.get("url_prefix", self.url_prefix)
+        if prefix is not None:
+            config["SSE_URL_PREFIX"] = prefix or "/"
+        if not config.get("SSE_REDIS_URL") and config.get("REDIS_URL"):
+            # Flask-SSE's order: SSE_REDIS_URL, then REDIS_URL.
+            config["SSE_REDIS_URL"] = config["REDIS_URL"]
+        self.extension.init_app(app)
+        for hooks in _HOOKS:
+            functions = getattr(self, hooks).get(None)
+            if functions:
+                getattr(app, hooks).setdefault("sse", []).extend(functions)  # the stream's blueprint
+
+    def publish(
+        self,
+        data: Any,
+        type: str | None = None,
+        id: object = None,
+        retry: int | None = None,
+        channel: str = "sse",
+    ) -> int | None:
+        """Flask-SSE's ``publish``, through the app of the current context: see :meth:`SSE.publish`.
+
+        Returns the event's id, or ``None``.
+        """
+        return self.extension.send_new_event(data=data, event=type, id=publish_id(id, 2), retry=retry, channel=channel)
+
+
+#: The blueprint to register, as Flask-SSE's ``flask_sse.sse``.
+sse = ServerSentEventsBlueprint("sse", __name__)

@@ -1,0 +1,203 @@
+"""The endpoints for servers and scripts: ``POST <prefix>/publish`` and ``GET <prefix>/stats``.
+
+Both exist only when ``SSE_PUBLISH_TOKEN`` is set, and answer only requests
+with ``Authorization: Bearer <token>``. They speak JSON and send no CORS
+headers: the token belongs to servers and scripts, never to a page, so no
+page of another origin needs to call them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from flask import Response, request
+
+from .event import check_channel, check_event_name, check_retry, show
+from .view import RETRY_AFTER, BadRequest, parse_channels, parse_query
+
+if TYPE_CHECKING:
+    from .extension import SSE
+    from .state import AppState
+
+#: The largest request body the publish endpoint reads, in bytes: more is ``413``.
+MAX_BODY = 1024 * 1024
+#: The fields of the publish body, all optional.
+FIELDS = ("data", "event", "id", "retry", "channel")
+PUBLISH_METHODS = ["POST", "GET", "PUT", "PATCH", "DELETE", "OPTIONS"]
+STATS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+_CHALLENGE = 'Bearer realm="flask_sse_stream"'
+
+log = logging.getLogger("flask_sse_stream")
+
+
+class _Invalid(ValueError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def publish_response(sse: SSE, state: AppState) -> Response:
+    """Answer a request to ``<prefix>/publish``: send the event of the JSON body."""
+    refused = _check_request("POST", state)
+    if refused is not None:
+        return refused
+    if request.content_type and not _is_json(request.mimetype):
+        return _error(
+            415,
+            f"the body must be JSON with Content-Type: application/json, got Content-Type {show(request.content_type)}",
+        )
+    body = _read_body()
+    if body is None:
+        return _error(413, f"the body must be at most {MAX_BODY} bytes")
+    try:
+        fields = _parse(body)
+        with_id = fields.get("id", False)
+        if not isinstance(with_id, bool):
+            raise _Invalid(
+                "id must be a JSON boolean: true (give the event the next id and store it)"
+                f" or false (send it live only), got {_json_text(with_id)}",
+                "id",
+            )
+        channel = _field("channel", fields.get("channel", "sse"), check_channel)
+        event = fields.get("event")
+        if event is not None:
+            _field("event", event, check_event_name)
+        retry = fields.get("retry")
+        if retry is not None:
+            _field("retry", retry, check_retry)
+        try:
+            state, draft = sse._prepare(fields.get("data"), event, with_id, retry, channel)
+        except (TypeError, ValueError) as error:  # every other field is checked: the data
+            raise _Invalid(str(error), "data") from None
+        except RecursionError:
+            raise _Invalid("data is nested too deeply to be sent as JSON", "data") from None
+    except _Invalid as error:
+        return _error(400, str(error), field=error.field)
+    try:
+        sent = sse._send(state, channel, draft, with_id)
+    except ConnectionError as error:
+        log.warning("could not publish an event for %s: %s", request.remote_addr, error)
+        return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
+    return _json(200, {"id": sent})
+
+
+def stats_response(sse: SSE, state: AppState) -> Response:
+    """Answer a request to ``<prefix>/stats``: ``sse.stats``, the store sizes and the pid."""
+    refused = _check_request("GET", state)
+    if refused is not None:
+        return refused
+    try:
+        channels = parse_channels(parse_query(request.environ.get("QUERY_STRING", "")))
+    except BadRequest as error:
+        return _error(400, str(error), field="channel")
+    try:
+        stored = {channel: len(state.backend.stored(channel)) for channel in channels}
+    except ConnectionError as error:
+        return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
+    response = _json(200, {**sse.stats, "stored": stored, "pid": os.getpid()})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _check_request(method: str, state: AppState) -> Response | None:
+    """The answer to a request with another method or without the right token, else None."""
+    allow = f"{method}, HEAD, OPTIONS" if method == "GET" else f"{method}, OPTIONS"
+    if request.method == "OPTIONS":
+        return Response(status=204, headers={"Allow": allow})
+    if request.method != method and not (method == "GET" and request.method == "HEAD"):
+        return _error(405, f"{request.method} is not allowed here; this endpoint answers {method}", {"Allow": allow})
+    token = state.settings.publish_token
+    if token is None:  # the endpoints exist only with a token
+        return _error(404, "SSE_PUBLISH_TOKEN is not set: there is no such endpoint")
+    header = request.headers.get("Authorization")
+    if header is None:
+        return _error(
+            401,
+            "this endpoint needs the header 'Authorization: Bearer <SSE_PUBLISH_TOKEN>'",
+            {"WWW-Authenticate": _CHALLENGE},
+        )
+    scheme, _, given = header.strip().partition(" ")
+    # Compared in constant time, so the time of the answer tells nothing of the token.
+    right = hmac.compare_digest(given.strip().encode("latin-1", "replace"), token.encode("ascii"))
+    if scheme.lower() != "bearer" or not right:
+        log.warning("refused a %s to %s from %s: wrong token", request.method, request.path, request.remote_addr)
+        return _error(
+            401,
+            "the token is wrong: send 'Authorization: Bearer <SSE_PUBLISH_TOKEN>'",
+            {"WWW-Authenticate": f'{_CHALLENGE}, error="invalid_token"'},
+        )
+    return None
+
+
+def _is_json(mimetype: str) -> bool:
+    return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
+
+
+def _read_body() -> bytes | None:
+    """The request body, or None if it is longer than ``MAX_BODY`` (read no further than that)."""
+    length = request.content_length
+    if length is not None and length > MAX_BODY:
+        return None
+    stream = request.stream
+    parts = []
+    size = 0
+    # A chunked body has no Content-Length: read until its end or the limit.
+    while chunk := stream.read(min(65536, MAX_BODY + 1 - size)):
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    accepted = f"the body must be a JSON object with the optional fields {', '.join(FIELDS)}"
+    try:
+        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise _Invalid(f"{accepted}, encoded in UTF-8; got bytes that are not UTF-8") from None
+    except RecursionError:
+        raise _Invalid(f"{accepted}; got JSON nested too deeply") from None
+    except ValueError as error:
+        raise _Invalid(f"{accepted}; got something that is not JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise _Invalid(f"{accepted}; got {_json_text(value)}")
+    unknown = sorted(set(value) - set(FIELDS))
+    if unknown:
+        raise _Invalid(f"{accepted}; got the unknown field {unknown[0]!r}", unknown[0])
+    return value
+
+
+def _field(name: str, value: Any, check: Callable[[Any], Any]) -> Any:
+    try:
+        return check(value)
+    except (TypeError, ValueError) as error:
+        raise _Invalid(str(error), name) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_text(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters in all)"
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None, field: str | None = None) -> Response:
+    body: dict[str, Any] = {"error": message}
+    if field is not None:
+        body["field"] = field
+    response = _json(status, body)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body) + "\n", status=status, content_type="application/json")
