@@ -8,8 +8,9 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, has_app_context
+from flask import Blueprint, Flask, current_app, has_app_context, request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import MethodNotAllowed
 
 from . import config
 from .cli import sse_cli
@@ -82,14 +83,19 @@ class SSE:
 
         prefix = settings.url_prefix.rstrip("/")
         blueprint.add_url_rule(
-            "" if prefix else "/",
-            "stream",
-            stream,
-            # Every method reaches the view, which answers 405 in plain text
-            # with an Allow header, as the standalone server does.
-            methods=["GET", "OPTIONS", "POST", "PUT", "PATCH", "DELETE"],
-            provide_automatic_options=False,
+            "" if prefix else "/", "stream", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False
         )
+
+        @app.before_request
+        def other_methods_of_the_stream() -> Any:
+            # Werkzeug's routing answers any other method with an HTML 405 that
+            # lists methods the stream does not serve; the view answers it in
+            # plain text, as the standalone server does. (Flask runs this
+            # before it raises the routing error.)
+            if isinstance(request.routing_exception, MethodNotAllowed) and request.path.rstrip("/") == prefix:
+                return stream_response(state, settings.cors_origins)
+            return None
+
         if settings.publish_token is not None:
             # For servers and scripts, beside the stream: <prefix>/publish and <prefix>/stats.
             def publish() -> Any:
