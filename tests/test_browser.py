@@ -21,7 +21,6 @@ import os
 import queue
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -38,7 +37,7 @@ from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_pl
 from tests.support import browser as chromium
 from tests.support.browser import load, received, wait_open, wait_received
 from tests.support.redis_server import RedisServer
-from tests.support.servers import PYTHON, ROOT, ProcessServer, free_port, wait_for_port
+from tests.support.servers import PYTHON, ROOT, ProcessServer, free_port, stop_process_group, wait_for_port
 from tests.support.waiting import wait_until
 
 HOST = "127.0.0.1"
@@ -117,15 +116,7 @@ class Prompt:
         return self.read_line()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-            except ProcessLookupError:
-                pass
+        stop_process_group(self.process)
         self._reader.join(5)
         for pipe in (self.process.stdin, self.process.stdout):
             if pipe is not None:

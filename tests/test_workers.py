@@ -404,19 +404,26 @@ def test_replay_and_live_join_exactly_once_while_several_workers_send_a_burst(
         assert until_end(client, shared) == [], f"seed {seed}: worker {worker_of(client)}"
 
 
+def streams_and_a_victim(
+    running: Gunicorn, client_for: Callable[..., StreamClient], path: str, channel: str
+) -> tuple[list[int], int, list[StreamClient], list[StreamClient]]:
+    """Streams on every worker that have 3 stored events; the busiest worker, its streams and the others."""
+    clients = open_streams(running, client_for, path)
+    before = [running.publish(data=f"before {i}", id="1", channel=channel).body["id"] for i in range(3)]
+    for client in clients:
+        assert [m.id for m in client.events(3)] == before, running.why()
+    victim = Counter(worker_of(client) for client in clients).most_common(1)[0][0]
+    orphans = [client for client in clients if worker_of(client) == victim]
+    others = [client for client in clients if worker_of(client) != victim]
+    return before, victim, orphans, others
+
+
 def test_the_store_lives_in_redis_and_outlives_a_killed_worker(
     own_redis: RedisServer, own: Callable[..., Gunicorn], client_for: Callable[..., StreamClient], channel: str
 ) -> None:
     running = own(own_redis)
     path = f"/stream?channel={channel}"
-    clients = open_streams(running, client_for, path)
-    before = [running.publish(data=f"before {i}", id="1", channel=channel).body["id"] for i in range(3)]
-    for client in clients:
-        assert [m.id for m in client.events(3)] == before, running.why()
-
-    victim = Counter(worker_of(client) for client in clients).most_common(1)[0][0]
-    orphans = [client for client in clients if worker_of(client) == victim]
-    others = [client for client in clients if worker_of(client) != victim]
+    before, victim, orphans, others = streams_and_a_victim(running, client_for, path, channel)
     os.kill(victim, signal.SIGKILL)
     for client in orphans:
         client.wait_closed(5)
@@ -537,14 +544,7 @@ def test_sigterm_to_one_worker_ends_its_streams_at_once_and_its_clients_resume_e
 ) -> None:
     running = own(own_redis)
     path = f"/stream?channel={channel}"
-    clients = open_streams(running, client_for, path)
-    before = [running.publish(data=f"before {i}", id="1", channel=channel).body["id"] for i in range(3)]
-    for client in clients:
-        assert [m.id for m in client.events(3)] == before, running.why()
-
-    victim = Counter(worker_of(client) for client in clients).most_common(1)[0][0]
-    orphans = [client for client in clients if worker_of(client) == victim]
-    others = [client for client in clients if worker_of(client) != victim]
+    before, victim, orphans, others = streams_and_a_victim(running, client_for, path, channel)
     started = time.monotonic()
     os.kill(victim, signal.SIGTERM)
     ended = ended_within(orphans, started, 1.0)

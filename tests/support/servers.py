@@ -103,18 +103,23 @@ class ProcessServer:
         os.killpg(self.process.pid, signum)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            try:
-                os.killpg(self.process.pid, signal.SIGTERM)
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-            except ProcessLookupError:
-                pass
+        stop_process_group(self.process)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+
+def stop_process_group(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM the process group of ``process`` (started with start_new_session), SIGKILL after 10 s."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        except ProcessLookupError:
+            pass
 
 
 PYTHON = sys.executable
