@@ -14,6 +14,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 import gevent
 
@@ -266,11 +267,16 @@ class Connection:
         """Close the client's connection under the server's feet; False if its socket is unknown."""
         if self._socket is None:
             return False
-        try:
-            self._socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        shutdown(self._socket)
         return True
+
+
+def shutdown(sock: Any) -> None:
+    """End a client's connection both ways, whoever is blocked on it; quiet if it is gone already."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _chunk(data: bytes) -> bytes:

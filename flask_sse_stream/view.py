@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import re
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from flask import Response, request
 
 from .event import check_channel, reset_frame
-from .hub import Connection
+from .hub import Connection, shutdown
 from .lifecycle import on_stream, shutting_down
 from .state import AppState
 from .waking import in_gevent
@@ -39,7 +39,6 @@ _STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
-Authorizer = Callable[[str], bool]
 log = logging.getLogger("flask_sse_stream")
 
 
@@ -88,7 +87,7 @@ def stream_response(
     if shutting_down():
         # This worker is ending: open the stream and end it at once, so the
         # browser reconnects (with Last-Event-ID) to a worker that stays.
-        return Response(_Hangup(OPENING + b"\n", sock), status=200, headers=headers, direct_passthrough=True)
+        return _hangup(sock, headers)
     counters = state.counters
     connection = Connection(channels, request.remote_addr, settings.queue_size, sock, server, counters)
     if not state.hub.subscribe(connection, settings.max_connections):
@@ -103,14 +102,14 @@ def stream_response(
     on_stream(state, environ)
     try:
         # Subscribed first, then the store is read: an event sent meanwhile is
-        # in both, and the body drops the queued copy (ids up to `skip`).
+        # in both, and the connection drops the queued copy (ids up to `upto`).
         replay = state.backend.replay(channels, resume_point(environ, query))
     except ConnectionError as error:
         # A browser gives up for good on any status but 200: open the stream
         # and end it, so it comes back (with Last-Event-ID) after its retry time.
         state.hub.unsubscribe(connection)
         log.warning("ended a new stream at once: %s", error)
-        return Response(_Hangup(OPENING + b"\n", sock), status=200, headers=headers, direct_passthrough=True)
+        return _hangup(sock, headers)
     except BaseException:
         state.hub.unsubscribe(connection)
         raise
@@ -204,8 +203,8 @@ class StreamBody(Iterator[bytes]):
 class _Hangup(Iterator[bytes]):
     """A stream that ends after its opening and closes its connection."""
 
-    def __init__(self, first: bytes, sock: Any) -> None:
-        self._first: bytes | None = first
+    def __init__(self, sock: Any) -> None:
+        self._first: bytes | None = OPENING + b"\n"
         self._socket = sock
 
     def __next__(self) -> bytes:
@@ -216,10 +215,12 @@ class _Hangup(Iterator[bytes]):
 
     def close(self) -> None:
         if self._socket is not None:
-            try:
-                self._socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            shutdown(self._socket)
+
+
+def _hangup(sock: Any, headers: dict[str, str]) -> Response:
+    """200, an opening, the end: the browser reconnects (with Last-Event-ID) after its retry time."""
+    return Response(_Hangup(sock), status=200, headers=headers, direct_passthrough=True)
 
 
 def parse_query(query_string: str) -> list[tuple[str, str]]:

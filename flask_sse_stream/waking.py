@@ -11,7 +11,6 @@ hub's loop (``run_callback_threadsafe``) instead of touching its objects.
 from __future__ import annotations
 
 from functools import partial
-from typing import Protocol
 
 import gevent
 import gevent.event
@@ -25,12 +24,6 @@ thread_ident = get_original("_thread", "get_ident")
 #: threads alike as long as nothing inside the critical section yields.
 allocate_lock = get_original("_thread", "allocate_lock")
 _ThreadEvent = get_original("threading", "Event")
-
-
-class Waker(Protocol):
-    def wake(self) -> None: ...
-    def clear(self) -> None: ...
-    def wait(self, timeout: float) -> bool: ...
 
 
 class GeventWaker:

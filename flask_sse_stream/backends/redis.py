@@ -166,7 +166,7 @@ class RedisBackend:
                 pipe.get(self._key("evicted", channel))
                 pipe.get(self._key("last", channel))
             now, last_id, *per_channel = pipe.execute()
-        now_ms = now[0] * 1000 + now[1] // 1000
+        now_ms = _milliseconds(now)
         kept: list[list[Event]] = []
         gone: list[int] = []
         for entries, evicted, last in zip(per_channel[::3], per_channel[1::3], per_channel[2::3], strict=True):
@@ -175,12 +175,11 @@ class RedisBackend:
             left = max(int(evicted or 0), 0 if entries else int(last or 0))
             events = []
             for entry in entries:
-                head, rest = entry.split(b"\n", 1)
-                id, ms, size = (int(part) for part in head.split(b" "))
+                id, ms, _, frame = _split(entry)
                 if self._ttl_ms and ms <= now_ms - self._ttl_ms:
                     left = max(left, id)
                 else:  # a stream needs only the id and the frame
-                    events.append(Event(id, None, None, None, rest[size:]))
+                    events.append(Event(id, None, None, None, frame))
             kept.append(events)
             gone.append(left)
         return _Snapshot(int(last_id or 0), kept, gone)
@@ -190,7 +189,7 @@ class RedisBackend:
             pipe.time()
             pipe.lrange(self._key("store", channel), 0, -1)
             now, entries = pipe.execute()
-        now_ms = now[0] * 1000 + now[1] // 1000
+        now_ms = _milliseconds(now)
         return [event for event, expired in (self._entry(e, now_ms) for e in entries) if not expired]
 
     def close(self) -> None:
@@ -213,12 +212,12 @@ class RedisBackend:
         return f"{self._prefix}:{kind}" if channel is None else f"{self._prefix}:{kind}:{channel}"
 
     def _entry(self, entry: bytes, now_ms: int) -> tuple[Event, bool]:
-        head, rest = entry.split(b"\n", 1)
-        id, ms, size = (int(part) for part in head.split(b" "))
-        event, retry, text, is_json = json.loads(rest[:size])
+        """A stored entry as the event that was sent (for history), and whether it has expired."""
+        id, ms, meta, frame = _split(entry)
+        event, retry, text, is_json = json.loads(meta)
         data = json.loads(text) if is_json else text
         expired = bool(self._ttl_ms) and ms <= now_ms - self._ttl_ms
-        return Event(id, event, data, retry, rest[size:], text=text), expired
+        return Event(id, event, data, retry, frame, text=text), expired
 
     def _listen(self) -> None:
         """Start this process's subscription, once per process, and wait until it is live."""
@@ -249,6 +248,18 @@ class RedisBackend:
                     found.append((channel, event))
         found.sort(key=lambda item: item[1].id)  # type: ignore[arg-type,return-value]
         return found
+
+
+def _split(entry: bytes) -> tuple[int, int, bytes, bytes]:
+    """A stored entry (see the module docstring) as (id, ms, meta, frame)."""
+    head, rest = entry.split(b"\n", 1)
+    id, ms, size = (int(part) for part in head.split(b" "))
+    return id, ms, rest[:size], rest[size:]
+
+
+def _milliseconds(time_reply: list[int]) -> int:
+    """Redis's TIME reply (seconds, microseconds) in milliseconds."""
+    return time_reply[0] * 1000 + time_reply[1] // 1000
 
 
 def _redacted(url: str) -> str:
