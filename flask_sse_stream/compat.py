@@ -30,11 +30,6 @@ from .extension import SSE, PublishIdWarning, publish_id
 
 __all__ = ["PublishIdWarning", "ServerSentEventsBlueprint", "sse"]
 
-# What a blueprint's own request hooks, registered with @sse.before_request
-# and the like, are kept in; they are moved to the stream's blueprint.
-_HOOKS = ("before_request_funcs", "after_request_funcs", "teardown_request_funcs")
-
-
 class ServerSentEventsBlueprint(Blueprint):
     """Flask-SSE's blueprint, backed by :class:`~flask_sse_stream.SSE`.
 
@@ -43,9 +38,12 @@ class ServerSentEventsBlueprint(Blueprint):
     ``url_prefix`` (without one: ``SSE_URL_PREFIX`` as configured), and with
     ``SSE_REDIS_URL`` set from ``REDIS_URL`` when it is not set itself. No
     Redis URL at all gives the in-process store (right for one process).
-    Functions registered with ``@sse.before_request``, ``after_request`` and
-    ``teardown_request`` apply to the stream, so Flask-SSE's access checks
-    (``abort(403)``) keep working.
+    Functions registered with ``@sse.before_request``, ``after_request``,
+    ``teardown_request``, ``errorhandler`` and the like apply to the stream,
+    so Flask-SSE's access checks (``abort(403)``) keep working: as in
+    Flask-SSE, a stream takes one ``channel`` parameter (more is ``400``), the
+    one ``request.args.get("channel")`` returns. As with any blueprint, adding
+    such a function after registering raises :class:`AssertionError`.
 
     :param options: keyword options of :class:`~flask_sse_stream.SSE`.
     """
@@ -54,6 +52,7 @@ class ServerSentEventsBlueprint(Blueprint):
         super().__init__(name, import_name)
         #: The :class:`~flask_sse_stream.SSE` behind this blueprint, on every app it is registered on.
         self.extension = SSE(**options)
+        self.extension._one_channel = True
 
     def register(self, app: App, options: dict[str, Any]) -> None:
         """Set up the extension on ``app``; called by ``app.register_blueprint(sse, url_prefix=...)``."""
@@ -73,10 +72,13 @@ class ServerSentEventsBlueprint(Blueprint):
             # Flask-SSE's order: SSE_REDIS_URL, then REDIS_URL.
             config["SSE_REDIS_URL"] = config["REDIS_URL"]
         self.extension.init_app(app)
-        for hooks in _HOOKS:
-            functions = getattr(self, hooks).get(None)
-            if functions:
-                getattr(app, hooks).setdefault("sse", []).extend(functions)  # the stream's blueprint
+        # As Blueprint.register does, with the stream's blueprint ("sse") as
+        # the one its functions apply to; from now on, adding one raises.
+        self._got_registered_once = True
+        self._merge_blueprint_funcs(app, "sse")
+        state = self.make_setup_state(app, options, first_registration=True)
+        for deferred in self.deferred_functions:
+            deferred(state)
 
     def publish(
         self,

@@ -53,6 +53,8 @@ class SSE:
         self._options = config.check_options(options)
         self._authorizers: list[Authorizer] = []
         self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
+        # Flask-SSE's blueprint (compat) takes one channel per stream.
+        self._one_channel = False
         if app is not None:
             self.init_app(app)
 
@@ -79,7 +81,7 @@ class SSE:
         blueprint = Blueprint("sse", __name__)
 
         def stream() -> Any:
-            return stream_response(state, settings.cors_origins)
+            return stream_response(state, settings.cors_origins, one_channel=self._one_channel)
 
         prefix = settings.url_prefix.rstrip("/")
         blueprint.add_url_rule(
@@ -93,7 +95,7 @@ class SSE:
             # plain text, as the standalone server does. (Flask runs this
             # before it raises the routing error.)
             if isinstance(request.routing_exception, MethodNotAllowed) and request.path.rstrip("/") == prefix:
-                return stream_response(state, settings.cors_origins)
+                return stream_response(state, settings.cors_origins, one_channel=self._one_channel)
             return None
 
         if settings.publish_token is not None:

@@ -50,8 +50,13 @@ def stream_response(
     state: AppState,
     cors: str | tuple[str, ...] | None,
     server: object = None,
+    one_channel: bool = False,
 ) -> Response:
-    """Answer a request to the stream endpoint (any method)."""
+    """Answer a request to the stream endpoint (any method).
+
+    ``one_channel``: Flask-SSE's stream, which takes at most one ``channel``
+    parameter, the one its ``before_request`` guards read.
+    """
     environ = request.environ
     headers = cors_headers(cors, request.headers.get("Origin"))
     method = request.method
@@ -70,6 +75,8 @@ def stream_response(
     try:
         query = parse_query(environ.get("QUERY_STRING", ""))
         channels = parse_channels(query)
+        if one_channel:
+            check_one_channel(query)
     except BadRequest as error:
         return _refuse(400, str(error), headers)
     for channel in channels:
@@ -251,6 +258,19 @@ def parse_channels(query: list[tuple[str, str]]) -> tuple[str, ...]:
         except ValueError as error:
             raise BadRequest(str(error)) from None
     return channels
+
+
+def check_one_channel(query: list[tuple[str, str]]) -> None:
+    """Refuse anything but the one ``channel`` parameter that ``request.args.get("channel")`` sees.
+
+    A guard of Flask-SSE's blueprint checks that one value: the stream must
+    not serve a channel it did not see, whatever the form of the query.
+    """
+    names = [value for key, value in query if key == "channel"]
+    if len(names) > 1:
+        raise BadRequest(f"this stream (Flask-SSE's blueprint) takes one channel parameter, got {len(names)}")
+    if names != request.args.getlist("channel"):
+        raise BadRequest(f"the channel parameter could not be read unambiguously, got {request.query_string[:100]!r}")
 
 
 def resume_point(environ: dict[str, Any], query: list[tuple[str, str]]) -> int | None:

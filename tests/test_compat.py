@@ -173,6 +173,98 @@ def test_before_request_functions_of_the_blueprint_guard_the_stream(serve, clien
     assert client_for(port, "/stream?channel=news").status == 200
 
 
+#: Query strings that try to get a stream of "analytics" past a guard reading request.args.get("channel").
+GUARD_TRICKS = [
+    "channel=news&channel=analytics",  # a repeat: the guard sees only the first
+    "channel=analytics&channel=news",
+    "channel=news&channel=news",
+    "channel=analytic%73",  # percent-encoding, of the value and of the name
+    "chann%65l=analytics",
+    "channel=news&chann%65l=analytics",
+    "chann%65l=news&channel=analytics",
+    "Channel=analytics",  # case
+    "channel=Analytics",
+    "CHANNEL=news&channel=analytics",
+    "channel=news;channel=analytics",  # ; as a separator
+    "channel=news%3Bchannel=analytics",
+    "channel=news&channel=analytics;",
+    "channel=analytics+",  # + as a space
+    "channel+=analytics",
+    "channel=news&channel+=analytics",
+    "channel=news&channel=%20analytics",
+    "channel=news%26channel=analytics",
+    "channel=news&&channel=analytics",
+    "channel=news&channel",
+    "channel&channel=analytics",
+]
+
+
+@pytest.mark.parametrize("query", GUARD_TRICKS)
+def test_the_documented_guard_holds_against_every_parameter_trick(serve, client_for, query: str) -> None:
+    blueprint = ServerSentEventsBlueprint()
+
+    @blueprint.before_request
+    def check_access() -> None:  # Flask-SSE's documented access control
+        if request.args.get("channel") == "analytics":
+            abort(403)
+
+    app = Flask(__name__)
+    app.register_blueprint(blueprint, url_prefix="/stream")
+    with app.app_context():
+        blueprint.publish("secret", channel="analytics", id=True)
+    port = serve(app).port
+    client = client_for(port, f"/stream?{query}")
+    if client.status == 200:
+        # The stream replays what it holds in its first write: never the secret.
+        assert b"secret" not in client.next_chunk(), query
+    else:
+        assert client.status in (400, 403), query
+        assert b"secret" not in client.body()
+
+
+@pytest.mark.parametrize("query", ["channel=news&channel=analytics", "channel=news&channel=news"])
+def test_the_compat_stream_takes_exactly_one_channel_as_flask_sse_did(serve, client_for, query: str) -> None:
+    app = Flask(__name__)
+    app.register_blueprint(ServerSentEventsBlueprint(), url_prefix="/stream")
+    client = client_for(serve(app).port, f"/stream?{query}")
+    assert client.status == 400
+    assert b"one channel parameter" in client.body()
+
+
+@pytest.mark.parametrize("hook", ["before_request", "after_request", "teardown_request", "before_app_request"])
+def test_adding_a_hook_after_registering_raises_as_a_flask_blueprint_does(hook: str) -> None:
+    blueprint = ServerSentEventsBlueprint()
+    Flask(__name__).register_blueprint(blueprint, url_prefix="/stream")
+    with pytest.raises(AssertionError, match="already been registered"):
+        getattr(blueprint, hook)(lambda *args: None)
+
+
+def test_app_wide_hooks_and_error_handlers_of_the_blueprint_apply(serve, client_for) -> None:
+    blueprint = ServerSentEventsBlueprint()
+    seen: list[str] = []
+
+    @blueprint.before_app_request
+    def everywhere() -> None:
+        seen.append(request.path)
+
+    @blueprint.errorhandler(403)
+    def refused(error: Any) -> tuple[str, int]:
+        return "not for you", 403
+
+    @blueprint.before_request
+    def check_access() -> None:
+        if request.args.get("channel") == "analytics":
+            abort(403)
+
+    app = Flask(__name__)
+    app.register_blueprint(blueprint, url_prefix="/stream")
+    port = serve(app).port
+    refused_client = client_for(port, "/stream?channel=analytics")
+    assert (refused_client.status, refused_client.body()) == (403, b"not for you")
+    assert client_for(port, "/stream?channel=news").status == 200
+    assert seen == ["/stream", "/stream"]
+
+
 def test_registering_with_other_options_or_twice_is_an_error() -> None:
     app = Flask(__name__)
     with pytest.raises(ValueError, match="subdomain"):
