@@ -30,6 +30,7 @@ from .extension import SSE, PublishIdWarning, publish_id
 
 __all__ = ["PublishIdWarning", "ServerSentEventsBlueprint", "sse"]
 
+
 class ServerSentEventsBlueprint(Blueprint):
     """Flask-SSE's blueprint, backed by :class:`~flask_sse_stream.SSE`.
 
