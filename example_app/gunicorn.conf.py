@@ -7,6 +7,10 @@ workers, default 4) come from the environment; options on the command line
 
 import os
 
+# The library's gunicorn hook: as each worker starts, SIGTERM is set to end its
+# streams at once, and several workers without SSE_REDIS_URL are warned about.
+from flask_sse_stream.gunicorn_worker import post_worker_init  # noqa: F401
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 # A stream holds a connection for as long as the page is open: gevent workers

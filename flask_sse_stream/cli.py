@@ -14,15 +14,15 @@ import json
 import os
 import urllib.error
 import urllib.request
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-if TYPE_CHECKING:
-    from .extension import SSE
+from .core import SSECore, core_of
+from .event import DEFAULT_CHANNEL
 
 #: Seconds the commands wait for a server that ``--url`` names.
 TIMEOUT = 10.0
@@ -42,7 +42,7 @@ _TOKEN_HELP = "The server's SSE_PUBLISH_TOKEN, for --url. Default: the environme
 @click.option("--event", help="The event name (the browser's event type).")
 @click.option("--id", "with_id", is_flag=True, help="Give the event the next id and store it (replayed later).")
 @click.option("--retry", type=int, help="The browser's reconnection time, in milliseconds.")
-@click.option("--channel", default="sse", show_default=True, help="The channel to send to.")
+@click.option("--channel", default=DEFAULT_CHANNEL, show_default=True, help="The channel to send to.")
 @click.option("--json", "as_json", is_flag=True, help="Send TEXT parsed as JSON: sent as JSON data.")
 @click.option("--url", help=_URL_HELP.format(endpoint="publish"))
 @click.option("--token", envvar="SSE_PUBLISH_TOKEN", show_envvar=True, help=_TOKEN_HELP)
@@ -73,8 +73,8 @@ def send(
         answer = _call(url, "publish", _token(token), body=body)
         sent = answer.get("id") if isinstance(answer, dict) else None
     else:
-        sse = _extension()
-        if sse.state_for().settings.redis_url is None:
+        core = _core()
+        if core.settings.redis_url is None:
             click.echo(
                 "Warning: SSE_REDIS_URL is not set: the in-process store reaches only the streams of this very"
                 " process, and this flask command serves none, so no stream receives the event (and what --id"
@@ -83,7 +83,7 @@ def send(
                 err=True,
             )
         try:
-            sent = sse.send_new_event(data=data, event=event, id=with_id, retry=retry, channel=channel)
+            sent = core.send_new_event(data, event, with_id, retry, channel)
         except (TypeError, ValueError, ConnectionError) as error:
             raise click.ClickException(str(error)) from None
     click.echo("sent" if sent is None else sent)
@@ -94,7 +94,7 @@ def send(
     "--channel",
     "channels",
     multiple=True,
-    help="A channel whose stored events to count; repeat it for several. Default: sse.",
+    help=f"A channel whose stored events to count; repeat it for several. Default: {DEFAULT_CHANNEL}.",
 )
 @click.option("--url", help=_URL_HELP.format(endpoint="stats"))
 @click.option("--token", envvar="SSE_PUBLISH_TOKEN", show_envvar=True, help=_TOKEN_HELP)
@@ -106,19 +106,19 @@ def stats(channels: tuple[str, ...], url: str | None, token: str | None, as_json
     command (no streams; with Redis, the shared store); with --url, those of
     the server process that answered (one worker of several, maybe).
     """
-    channels = channels or ("sse",)
+    channels = channels or (DEFAULT_CHANNEL,)
     if url is not None:
         numbers = _call(url, "stats", _token(token), query=[("channel", channel) for channel in channels])
         if not isinstance(numbers, dict):
             raise click.ClickException(f"{url}: expected a JSON object of numbers, got {numbers!r}")
         where = f"process {numbers.get('pid')} of the server at {url}"
     else:
-        sse = _extension()
+        core = _core()
         try:
-            stored = {channel: len(sse.history(channel)) for channel in channels}
+            stored = {channel: len(core.history(channel)) for channel in channels}
         except (TypeError, ValueError, ConnectionError) as error:
             raise click.ClickException(str(error)) from None
-        numbers = {**sse.stats, "stored": stored, "pid": os.getpid()}
+        numbers = {**core.stats(), "stored": stored, "pid": os.getpid()}
         where = "this flask command's own process, which serves no streams"
     if as_json:
         click.echo(json.dumps(numbers, indent=2))
@@ -138,13 +138,11 @@ def stats(channels: tuple[str, ...], url: str | None, token: str | None, as_json
         click.echo(f"  {name}: {value}")
 
 
-def _extension() -> SSE:
-    sse = current_app.extensions.get("sse")
-    if sse is None:
-        raise click.ClickException(
-            f"the app {current_app.name!r} has no SSE extension: did you forget SSE(app) or sse.init_app(app)?"
-        )
-    return sse  # type: ignore[no-any-return]
+def _core() -> SSECore:
+    try:
+        return core_of(current_app._get_current_object())  # type: ignore[attr-defined]
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from None
 
 
 def _token(token: str | None) -> str:

@@ -26,7 +26,9 @@ from typing import Any
 from flask import Blueprint, Flask
 from flask.sansio.app import App
 
-from .extension import SSE, PublishIdWarning, publish_id
+from .blueprint import STREAM_BLUEPRINT
+from .event import DEFAULT_CHANNEL
+from .extension import SSE, PublishIdWarning
 
 __all__ = ["PublishIdWarning", "ServerSentEventsBlueprint", "sse"]
 
@@ -73,10 +75,10 @@ class ServerSentEventsBlueprint(Blueprint):
             # Flask-SSE's order: SSE_REDIS_URL, then REDIS_URL.
             config["SSE_REDIS_URL"] = config["REDIS_URL"]
         self.extension.init_app(app)
-        # As Blueprint.register does, with the stream's blueprint ("sse") as
-        # the one its functions apply to; from now on, adding one raises.
+        # As Blueprint.register does, with the stream's blueprint as the one
+        # its functions apply to; from now on, adding one raises.
         self._got_registered_once = True
-        self._merge_blueprint_funcs(app, "sse")
+        self._merge_blueprint_funcs(app, STREAM_BLUEPRINT)
         state = self.make_setup_state(app, options, first_registration=True)
         for deferred in self.deferred_functions:
             deferred(state)
@@ -87,13 +89,13 @@ class ServerSentEventsBlueprint(Blueprint):
         type: str | None = None,
         id: object = None,
         retry: int | None = None,
-        channel: str = "sse",
+        channel: str = DEFAULT_CHANNEL,
     ) -> int | None:
         """Flask-SSE's ``publish``, through the app of the current context: see :meth:`SSE.publish`.
 
         Returns the event's id, or ``None``.
         """
-        return self.extension.send_new_event(data=data, event=type, id=publish_id(id, 2), retry=retry, channel=channel)
+        return self.extension.publish(data, type, id, retry, channel, _stacklevel=3)
 
 
 #: The blueprint to register, as Flask-SSE's ``flask_sse.sse``.

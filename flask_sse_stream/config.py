@@ -1,4 +1,8 @@
-"""The configuration keys of SPEC 4, their defaults (here and only here) and checks."""
+"""The configuration keys, their defaults (here and only here) and their checks.
+
+``docs/config.rst`` describes each key; ``docs/conf.py`` checks that it lists
+exactly these keys with these defaults.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .event import check_event_name, check_retry, show
+from .redact import redact_url
 
 #: Every configuration key with its default. ``docs/config.rst`` mirrors it.
 DEFAULTS: dict[str, Any] = {
@@ -23,9 +28,13 @@ DEFAULTS: dict[str, Any] = {
     "SSE_REDIS_PREFIX": "sse",
     "SSE_DIRECT_WRITES": True,
     "SSE_PUBLISH_TOKEN": None,
+    "SSE_TOMBSTONE_TTL": 86400,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+#: ``None``, ``"*"``, or the origins allowed to open a stream from another origin.
+CorsOrigins = str | tuple[str, ...] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +49,14 @@ class Settings:
     history_ttl: float | None
     queue_size: int
     max_connections: int
-    cors_origins: str | tuple[str, ...] | None
+    cors_origins: CorsOrigins
     reset_event: str
     redis_prefix: str
     direct_writes: bool
     #: The bearer token of the publish and stats endpoints; ``None``: no endpoints.
     publish_token: str | None = field(repr=False)
+    #: Seconds a channel's last id is remembered after its store expired (with ``history_ttl``).
+    tombstone_ttl: float = 86400.0
 
 
 #: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.
@@ -92,10 +103,11 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         redis_prefix=_redis_prefix(values["redis_prefix"]),
         direct_writes=_bool("SSE_DIRECT_WRITES", values["direct_writes"]),
         publish_token=_publish_token(values["publish_token"]),
+        tombstone_ttl=_positive_number("SSE_TOMBSTONE_TTL", values["tombstone_ttl"]),
     )
 
 
-def cors_origins(key: str, value: Any) -> str | tuple[str, ...] | None:
+def cors_origins(key: str, value: Any) -> CorsOrigins:
     """``None``, ``"*"``, or a list of origins such as ``"https://example.com"``."""
     if value is None or value == "*":
         return value  # type: ignore[no-any-return]
@@ -135,9 +147,10 @@ def _redis_url(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith(_REDIS_SCHEMES):
+        got = show(redact_url(value)) if isinstance(value, str) else f"a {type(value).__name__}"
         raise ValueError(
             f"SSE_REDIS_URL must be None (in-process store) or a URL starting with"
-            f" {', '.join(_REDIS_SCHEMES)}, got {show(value)}"
+            f" {', '.join(_REDIS_SCHEMES)}, got {got}"
         )
     return value
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The channel of a stream without a ``channel`` parameter, and of a send without one.
+DEFAULT_CHANNEL = "sse"
 #: A channel name: 1 to 200 characters, none of them a C0 or C1 control or DEL.
 MAX_CHANNEL_LENGTH = 200
 
@@ -49,14 +51,22 @@ class Event:
 
     def with_id(self, id: int) -> Event:
         """The same event carrying ``id``: its frame gains the ``id:`` line."""
-        frame = b"id: %d\n" % id + self.frame
-        return Event(id, self.event, self.data, self.retry, frame, self.created, self.text)
+        return Event(id, self.event, self.data, self.retry, frame_with_id(id, self.frame), self.created, self.text)
+
+
+def frame_with_id(id: int, frame: bytes) -> bytes:
+    """An encoded event without ``id:`` line, with one: the one place that writes it."""
+    return b"id: %d\n" % id + frame
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was, for error messages."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters in all)"
 
 
 def show(value: object, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters in all)"
+    return shorten(repr(value), limit)
 
 
 def check_channel(channel: object) -> str:
@@ -134,5 +144,5 @@ def new_event(
 
 
 def reset_frame(name: str) -> bytes:
-    """The reset event of SPEC 2: ``event: <name>`` and one empty data line."""
+    """The reset event (``SSE_RESET_EVENT``): ``event: <name>`` and one empty data line, no id."""
     return f"event: {name}\ndata: \n\n".encode()

@@ -5,22 +5,16 @@ from __future__ import annotations
 import warnings
 import weakref
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, has_app_context, request
+from flask import Flask, current_app, has_app_context
 from flask.json.provider import DefaultJSONProvider
-from werkzeug.exceptions import MethodNotAllowed
 
-from . import config
+from . import blueprint, config
 from .cli import sse_cli
-from .event import Event, check_channel, new_event, show
-from .hub import Connection
-from .publish import PUBLISH_METHODS, STATS_METHODS, publish_response, stats_response
-from .state import AppState
-from .view import stream_response
-
-Authorizer = Callable[[str], bool]
+from .core import Authorizer, SSECore, attach
+from .event import DEFAULT_CHANNEL, Event, show
+from .stream import StreamInfo
 
 
 class PublishIdWarning(UserWarning):
@@ -52,9 +46,11 @@ class SSE:
     def __init__(self, app: Flask | None = None, **options: Any) -> None:
         self._options = config.check_options(options)
         self._authorizers: list[Authorizer] = []
-        self._states: weakref.WeakKeyDictionary[Flask, AppState] = weakref.WeakKeyDictionary()
+        self._cores: weakref.WeakKeyDictionary[Flask, SSECore] = weakref.WeakKeyDictionary()
         # Flask-SSE's blueprint (compat) takes one channel per stream.
         self._one_channel = False
+        # The app of make_sse(), which has no other owner.
+        self._own_app: Flask | None = None
         if app is not None:
             self.init_app(app)
 
@@ -65,7 +61,8 @@ class SSE:
         ``SSE_REDIS_URL``, ``SSE_KEEPALIVE``, ``SSE_RETRY``,
         ``SSE_MAX_HISTORY``, ``SSE_HISTORY_TTL``, ``SSE_QUEUE_SIZE``,
         ``SSE_MAX_CONNECTIONS``, ``SSE_CORS_ORIGINS``, ``SSE_RESET_EVENT``,
-        ``SSE_REDIS_PREFIX``, ``SSE_DIRECT_WRITES`` and ``SSE_PUBLISH_TOKEN``,
+        ``SSE_REDIS_PREFIX``, ``SSE_DIRECT_WRITES``, ``SSE_PUBLISH_TOKEN`` and
+        ``SSE_TOMBSTONE_TTL``,
         once: later changes to ``app.config`` are not seen. Then
         ``app.extensions["sse"]`` and ``app.sse`` are this object, and the
         ``flask sse`` commands are added to the app's command line.
@@ -73,44 +70,12 @@ class SSE:
         if "sse" in app.extensions:
             raise RuntimeError(f"an SSE extension is already registered on {app.name!r}; call init_app once per app")
         settings = config.load(app.config, self._options)
-        state = AppState(settings, self._authorizers)
-        self._states[app] = state
+        core = SSECore(settings, self._authorizers, _json_dumps(app), self._one_channel)
+        self._cores[app] = core
+        attach(app, core)
         app.extensions["sse"] = self
         app.sse = self  # type: ignore[attr-defined]
-
-        blueprint = Blueprint("sse", __name__)
-
-        def stream() -> Any:
-            return stream_response(state, settings.cors_origins, one_channel=self._one_channel)
-
-        prefix = settings.url_prefix.rstrip("/")
-        blueprint.add_url_rule(
-            "" if prefix else "/", "stream", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False
-        )
-
-        @app.before_request
-        def other_methods_of_the_stream() -> Any:
-            # Werkzeug's routing answers any other method with an HTML 405 that
-            # lists methods the stream does not serve; the view answers it in
-            # plain text, as the standalone server does. (Flask runs this
-            # before it raises the routing error.)
-            if isinstance(request.routing_exception, MethodNotAllowed) and request.path.rstrip("/") == prefix:
-                return stream_response(state, settings.cors_origins, one_channel=self._one_channel)
-            return None
-
-        if settings.publish_token is not None:
-            # For servers and scripts, beside the stream: <prefix>/publish and <prefix>/stats.
-            def publish() -> Any:
-                return publish_response(self, state)
-
-            def stats() -> Any:
-                return stats_response(self, state)
-
-            blueprint.add_url_rule(
-                "/publish", "publish", publish, methods=PUBLISH_METHODS, provide_automatic_options=False
-            )
-            blueprint.add_url_rule("/stats", "stats", stats, methods=STATS_METHODS, provide_automatic_options=False)
-        app.register_blueprint(blueprint, url_prefix=prefix or None)
+        blueprint.register(app, core)
         app.cli.add_command(sse_cli)
 
     def authorize(self, f: Authorizer) -> Authorizer:
@@ -134,7 +99,7 @@ class SSE:
         event: str | None = None,
         id: bool = False,
         retry: int | None = None,
-        channel: str = "sse",
+        channel: str = DEFAULT_CHANNEL,
     ) -> int | None:
         """Send an event to every stream of ``channel``; return its id, or ``None``.
 
@@ -154,8 +119,7 @@ class SSE:
         context (outside one, an ``SSE`` on exactly one app uses that app).
         It never blocks on a client: a stream too far behind is disconnected.
         """
-        state, draft = self._prepare(data, event, id, retry, channel)
-        return self._send(state, channel, draft, id)
+        return self._core().send_new_event(data, event, id, retry, channel)
 
     def publish(
         self,
@@ -163,7 +127,9 @@ class SSE:
         type: str | None = None,
         id: object = None,
         retry: int | None = None,
-        channel: str = "sse",
+        channel: str = DEFAULT_CHANNEL,
+        *,
+        _stacklevel: int = 2,
     ) -> int | None:
         """Flask-SSE's ``sse.publish``: :meth:`send_new_event` with Flask-SSE's names.
 
@@ -182,12 +148,13 @@ class SSE:
             sse.publish({"message": "Hello!"}, type="greeting")           # live only
             sse.publish({"message": "Hello!"}, type="greeting", id=True)  # stored: returns its id
         """
-        return self.send_new_event(data=data, event=type, id=publish_id(id, 2), retry=retry, channel=channel)
+        with_id = publish_id(id, _stacklevel)
+        return self.send_new_event(data=data, event=type, id=with_id, retry=retry, channel=channel)
 
     @property
-    def connections(self) -> list[Connection]:
+    def connections(self) -> list[StreamInfo]:
         """The open streams of this process, each with ``channels``, ``remote_addr`` and ``started_at``."""
-        return self._state().hub.connections()
+        return [stream.info() for stream in self._core().fanout.streams()]
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -201,57 +168,39 @@ class SSE:
         ``SSE_PUBLISH_TOKEN`` set, ``GET <prefix>/stats`` answers them over
         HTTP, and ``flask sse stats`` prints them.
         """
-        state = self._state()
-        by_channel = state.hub.streams_by_channel()
-        return {"streams": len(state.hub), "streams_by_channel": by_channel, **state.counters.snapshot()}
+        return self._core().stats()
 
     @property
     def messages(self) -> dict[int, Event]:
         """The stored events of the default channel ``sse``: ``history("sse")``."""
-        return self.history("sse")
+        return self.history(DEFAULT_CHANNEL)
 
-    def history(self, channel: str = "sse") -> dict[int, Event]:
+    def history(self, channel: str = DEFAULT_CHANNEL) -> dict[int, Event]:
         """The stored events of ``channel``, as an id-ordered ``{id: event}``."""
-        check_channel(channel)
-        return {event.id: event for event in self._state().backend.stored(channel)}  # type: ignore[misc]
+        return self._core().history(channel)
 
-    def _prepare(
-        self, data: Any, event: str | None, id: bool, retry: int | None, channel: str
-    ) -> tuple[AppState, Event]:
-        """Check the arguments and encode the event; TypeError or ValueError before anything is sent."""
-        if id is not True and id is not False:
-            raise TypeError(
-                "id must be True (give the event the next id and store it)"
-                f" or False (send it live only), got {show(id)}"
-            )
-        check_channel(channel)
-        app = self._app()
-        return self._states[app], new_event(data, event, retry, _json_dumps(app))
+    def close(self) -> None:
+        """End the streams of this ``SSE`` on every app and release its Redis connections.
 
-    @staticmethod
-    def _send(state: AppState, channel: str, draft: Event, id: bool) -> int | None:
-        sent = state.backend.publish(channel, draft, with_id=id)
-        state.counters.events_sent += 1
-        return sent.id
+        For apps and tests that tear an ``SSE`` down; it sends nothing afterwards.
+        """
+        for core in list(self._cores.values()):
+            core.close()
 
-    def state_for(self, app: Flask | None = None) -> AppState:
-        """The per-app state (for the standalone server and tests)."""
-        return self._state() if app is None else self._states[app]
-
-    def _state(self) -> AppState:
-        return self._states[self._app()]
+    def _core(self) -> SSECore:
+        return self._cores[self._app()]
 
     def _app(self) -> Flask:
         if has_app_context():
             app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
-            if app in self._states:
+            if app in self._cores:
                 return app
-            if len(self._states) != 1:
+            if len(self._cores) != 1:
                 raise RuntimeError(
                     f"The current Flask app {app.name!r} is not registered with this 'SSE' instance."
                     " Did you forget to call 'init_app', or did you mean to use the app's own 'app.sse'?"
                 )
-        apps = list(self._states)
+        apps = list(self._cores)
         if len(apps) == 1:
             return apps[0]
         if not apps:
@@ -284,8 +233,14 @@ def publish_id(id: object, stacklevel: int) -> bool:
 
 
 def _json_dumps(app: Flask) -> Callable[[Any], str]:
-    provider = app.json
-    if isinstance(provider, DefaultJSONProvider):
-        # NaN and Infinity are not JSON: the browser's JSON.parse would reject them.
-        return partial(provider.dumps, allow_nan=False)
-    return provider.dumps
+    """The app's JSON provider's ``dumps``, whichever provider the app has when it is called."""
+    app_ref = weakref.ref(app)
+
+    def dumps(value: Any) -> str:
+        provider = app_ref().json  # type: ignore[union-attr]
+        if isinstance(provider, DefaultJSONProvider):
+            # NaN and Infinity are not JSON: the browser's JSON.parse would reject them.
+            return provider.dumps(value, allow_nan=False)
+        return provider.dumps(value)
+
+    return dumps

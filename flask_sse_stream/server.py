@@ -15,23 +15,23 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import gevent
 import gevent.event
+from flask import Flask
 from gevent.monkey import get_original
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
+from .concurrency import Home
 from .config import cors_origins as check_cors_origins
+from .core import SSECore, core_of
 from .event import show
 from .extension import SSE
-from .view import stream_response
-from .waking import thread_ident
+from .stream import GRACE, end_gracefully
+from .stream_view import stream_response
 
 log = logging.getLogger("flask_sse_stream.server")
 
 _Socket = get_original("socket", "socket")
-#: Seconds ``stop()`` lets a stream blocked on a client finish its write.
-STOP_TIMEOUT = 0.5
 
 
 class StopServer:
@@ -85,10 +85,18 @@ def start_sse_tcp_port(
         "cors_origins", list(cors_origins) if isinstance(cors_origins, (set, frozenset)) else cors_origins
     )
     app = a_sse._app()
-    state = a_sse.state_for(app)
+    core = core_of(app)
     listener = _listen(hostname, port_no, max_allow_wait, bool(reuse))
-    port = listener.getsockname()[1]
-    tag = object()
+    server = _ServerThread(listener, _stream_app(app, core, origins, tag=listener), core, tag=listener)
+    server.start()
+    # A server thread still running Python while the interpreter shuts down can crash it.
+    atexit.register(server.stop)
+    log.info("serving server-sent events on port %d", server.port)
+    return StopServer(server.port, server.stop)
+
+
+def _stream_app(app: Flask, core: SSECore, origins: Any, tag: object) -> Callable[..., Any]:
+    """A WSGI app that serves only ``core``'s stream, at ``/``, to ``origins``."""
 
     def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
         if environ.get("PATH_INFO") not in ("", "/"):
@@ -98,49 +106,55 @@ def start_sse_tcp_port(
         if address.startswith("::ffff:"):  # an IPv4 client of the dual-stack listener
             environ["REMOTE_ADDR"] = address[len("::ffff:") :]
         with app.request_context(environ):
-            response = stream_response(state, origins, server=tag)
+            response = stream_response(core, origins, server=tag)
         return response(environ, start_response)
 
-    started = threading.Event()
-    control: dict[str, Any] = {}
+    return wsgi
 
-    def serve() -> None:
+
+class _ServerThread:
+    """gevent's WSGIServer in a thread of its own; :meth:`stop` may be called from any thread."""
+
+    def __init__(self, listener: socket.socket, wsgi: Callable[..., Any], core: SSECore, tag: object) -> None:
+        self.port: int = listener.getsockname()[1]
+        self._listener = listener
+        self._wsgi = wsgi
+        self._core = core
+        self._tag = tag
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._home: Home | None = None
+        self._stopping: gevent.event.Event | None = None
+        self._thread = threading.Thread(target=self._serve, name=f"sse-server-{self.port}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _serve(self) -> None:
         try:
-            server = WSGIServer(listener, wsgi, spawn=Pool(), log=None, error_log=log)
-            stopping = gevent.event.Event()
-            control.update(loop=gevent.get_hub().loop, thread=thread_ident(), stopping=stopping)
+            server = WSGIServer(self._listener, self._wsgi, spawn=Pool(), log=None, error_log=log)
+            self._home, self._stopping = Home(), gevent.event.Event()
             server.start()
         except BaseException as error:
-            control["error"] = error
-            listener.close()
+            self._error = error
+            self._listener.close()
             return
         finally:
-            started.set()
-        stopping.wait()
-        state.hub.close((c for c in state.hub.connections() if c.server is tag), hangup=True)
-        server.stop(timeout=STOP_TIMEOUT)
+            self._started.set()
+        self._stopping.wait()
+        end_gracefully([stream for stream in self._core.fanout.streams() if stream.server is self._tag])
+        # Streams that do not end by themselves within the grace are cut by then.
+        server.stop(timeout=GRACE + 0.25)
 
-    thread = threading.Thread(target=serve, name=f"sse-server-{port}", daemon=True)
-    thread.start()
-    started.wait()
-    if "error" in control:
-        raise control["error"]
-
-    def stop() -> None:
-        atexit.unregister(stop)
-        if not thread.is_alive():
+    def stop(self) -> None:
+        atexit.unregister(self.stop)
+        if not self._thread.is_alive() or self._home is None or self._stopping is None:
             return
-        if thread_ident() == control["thread"]:
-            control["stopping"].set()
-        else:
-            control["loop"].run_callback_threadsafe(control["stopping"].set)
-        thread.join(STOP_TIMEOUT + 1)
-
-    # A server thread still running Python while the interpreter shuts down can crash it.
-    atexit.register(stop)
-
-    log.info("serving server-sent events on port %d", port)
-    return StopServer(port, stop)
+        self._home.soon(self._stopping.set)
+        self._thread.join(GRACE + 1.5)
 
 
 def _listen(hostname: str | None, port: int, backlog: int, reuse: bool) -> socket.socket:

@@ -1,4 +1,4 @@
-"""Counters of what one app's streams did in this process, for ``SSE.stats``."""
+"""Counters of what one app's streams did in this process, and the numbers ``SSE.stats`` reports."""
 
 from __future__ import annotations
 
@@ -43,5 +43,8 @@ class Counters:
         #: Times the Redis subscription was lost and made again.
         self.redis_reconnects = 0
 
-    def snapshot(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}
+
+def numbers(streams: int, by_channel: dict[str, int], counters: Counters) -> dict[str, Any]:
+    """``SSE.stats``: open streams, per channel, then the running totals."""
+    totals = {name: getattr(counters, name) for name in Counters.__slots__}
+    return {"streams": streams, "streams_by_channel": by_channel, **totals}

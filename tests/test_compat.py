@@ -16,6 +16,7 @@ from flask import Flask, abort, request, url_for
 
 from flask_sse_stream import SSE, PublishIdWarning
 from flask_sse_stream.compat import ServerSentEventsBlueprint
+from flask_sse_stream.core import core_of
 from tests.support.redis_server import RedisServer
 from tests.support.streams import until_end
 
@@ -154,8 +155,7 @@ def test_redis_url_is_read_from_sse_redis_url_then_redis_url() -> None:
     assert only_redis_url.config["SSE_REDIS_URL"] == "redis://127.0.0.1:1/1"
     assert both.config["SSE_REDIS_URL"] == "redis://127.0.0.1:1/2"
     assert neither.config["SSE_REDIS_URL"] is None  # the in-process store
-    for app in (only_redis_url, both):
-        blueprint.extension.state_for(app).backend.close()
+    blueprint.extension.close()
 
 
 def test_before_request_functions_of_the_blueprint_guard_the_stream(serve, client_for) -> None:
@@ -347,4 +347,4 @@ def test_compat_publish_outside_an_app_context_needs_one_when_on_several_apps() 
         blueprint.publish("x")
     with second.app_context():
         assert blueprint.publish("x", id=True) == 1
-    assert blueprint.extension.state_for(first).backend.stored("sse") == []
+    assert core_of(first).history("sse") == {}

@@ -11,7 +11,8 @@ import pytest
 from flask import Flask, url_for
 
 from flask_sse_stream import SSE
-from flask_sse_stream.publish import MAX_BODY
+from flask_sse_stream.core import core_of
+from flask_sse_stream.endpoints import MAX_BODY
 from tests.support.redis_server import RedisServer
 from tests.support.streams import until_end
 
@@ -95,8 +96,8 @@ def test_an_unusable_token_is_refused_without_showing_it(value: Any, error: type
 
 
 def test_the_token_is_not_in_the_repr_of_the_settings(served) -> None:
-    _, sse, _ = served
-    assert TOKEN not in repr(sse.state_for().settings)
+    app, _, _ = served
+    assert TOKEN not in repr(core_of(app).settings)
 
 
 # -- the token --------------------------------------------------------------------------

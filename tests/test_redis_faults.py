@@ -19,6 +19,7 @@ from flask import Flask
 
 from flask_sse_stream import SSE
 from tests.support.redis_server import RedisServer
+from tests.support.resuming import RESET, ResumingClient, assert_each_once_in_order
 from tests.support.streams import until_end
 from tests.support.waiting import wait_until
 
@@ -64,8 +65,8 @@ def new_app(make_app) -> Iterator[Callable[..., tuple[Flask, SSE]]]:
         return app, sse
 
     yield make
-    for app, sse in made:
-        sse.state_for(app).backend.close()
+    for _app, sse in made:
+        sse.close()
 
 
 def subscribers(server: RedisServer) -> int:
@@ -194,22 +195,29 @@ def test_stream_opened_before_the_first_subscription_gets_the_events_sent_meanwh
 
 
 @pytest.mark.parametrize("how", ["live", "replayed"])
-def test_after_a_restart_without_persistence_open_streams_get_new_events_once_in_order(
+def test_after_a_restart_without_persistence_ids_go_on_and_open_streams_resume_with_a_reset(
     plain_redis, new_app, serve, client_for, how
 ):
     app, sse = new_app(plain_redis)
     server = serve(app)
-    client, _ = connect(client_for, server.port, how, sse)
+    _, before = connect(client_for, server.port, how, sse)
+    browser = ResumingClient(server.port, "/stream", last_event_id="3")  # has what `connect` got
 
     plain_redis.stop()
     plain_redis.start()
     wait_resubscribed(plain_redis)  # by itself: nothing here asks it to
     after = send(sse, 3, "after")
-    sse.send_new_event(data="live after")
+    end = send(sse, 1, "end")
 
-    assert [id for id, _ in after] == [1, 2, 3]  # the counter went with the data
-    assert pairs(until_end(client, sse)) == after + [(None, "live after")]
-    assert [(id, event.data) for id, event in sse.history().items()] == after
+    # The counter goes on from the highest id this process has seen: no id is given twice.
+    assert [id for id, _ in after + end] == [4, 5, 6, 7]
+    # The store was lost: open streams end, and resume with the reset event, then each new event once.
+    items = browser.read_until_data("end1")
+    browser.close()
+    assert RESET in items, items
+    assert_each_once_in_order(items, after + end)
+    assert [(id, event.data) for id, event in sse.history().items()] == after + end
+    assert [id for id, _ in before] == [1, 2, 3]
 
 
 def test_resume_above_the_last_id_of_a_restarted_redis_gets_reset_first(plain_redis, new_app, serve, client_for):
@@ -293,23 +301,25 @@ def test_events_sent_while_a_worker_lost_its_subscription_reach_its_streams_once
 
 
 @pytest.mark.parametrize("how", ["live", "replayed"])
-def test_events_of_a_redis_that_lost_its_data_are_not_dropped_as_already_seen(
+def test_events_of_a_redis_that_lost_its_data_reach_the_streams_of_another_worker_once(
     plain_redis, new_app, serve, client_for, how
 ):
     app_a, sse_a = new_app(plain_redis)
     app_b, sse_b = new_app(plain_redis)
     server_a, _ = serve(app_a), serve(app_b)
     client, before = connect(client_for, server_a.port, how, sse_b)
+    browser = ResumingClient(server_a.port, "/stream", last_event_id="3")
 
     plain_redis.stop()
     keepalives(client, 4)  # A's listener is disconnected and retrying
     plain_redis.start()
-    again = send(sse_b, 5, "again")  # ids 1..5 again, maybe before A has resubscribed
+    again = send(sse_b, 5, "again")  # maybe before A has subscribed again
+    end = send(sse_b, 1, "end")
 
-    assert [id for id, _ in again] == [1, 2, 3, 4, 5]
-    assert pairs(client.events(5, timeout=5)) == again
-    wait_resubscribed(plain_redis)
-    assert pairs(until_end(client, sse_b)) == []
+    assert [id for id, _ in again + end] == [4, 5, 6, 7, 8, 9]  # B had seen 1..3: ids go on
+    items = browser.read_until_data("end1")
+    browser.close()
+    assert_each_once_in_order(items, again + end)
 
 
 def test_stream_resuming_while_its_worker_catches_up_gets_no_event_twice(persistent_redis, new_app, serve, client_for):

@@ -45,6 +45,7 @@ from gevent.pywsgi import WSGIServer
 
 from flask_sse_stream import SSE, make_sse, start_sse_tcp_port
 from tests.support.client import Message, StreamClient
+from tests.support.internals import streams_of
 from tests.support.redis_server import RedisServer
 from tests.support.servers import PYTHON, ProcessServer, free_port
 from tests.support.waiting import wait_until
@@ -154,7 +155,7 @@ def test_redis_killed_and_restarted_mid_stream_loses_no_accepted_event(
         ids = [id for id, _ in ledger.accepted]
         assert all(a < b for a, b in itertools.pairwise(ids)), ids
     finally:
-        sse.state_for(app).backend.close()
+        sse.close()
         redis_server.stop()
 
 
@@ -288,21 +289,21 @@ def test_client_that_stops_reading_is_dropped_counted_and_bounded(
     app, sse = make_app(SSE_QUEUE_SIZE=queue_size, SSE_MAX_HISTORY=10_000, SSE_KEEPALIVE=30)
     server = serve(app)
     stalled = client_for(server.port, "/stream?channel=slow", recv_buffer=4096)  # never reads after the head
-    [stalled_connection] = sse.connections
+    [stalled_connection] = streams_of(app)
     readers = [client_for(server.port, "/stream?channel=slow") for _ in range(3)]
     elsewhere = client_for(server.port, "/stream?channel=other")
 
     sent = 0
     most_pending = 0
     slowest = 0.0
-    while stalled_connection in sse.connections:
+    while stalled_connection in streams_of(app):
         assert sent < 3000, "the stalled client was never dropped"
         started = time.monotonic()
         sent += 1
         sse.send_new_event(data=f"{sent}:{PAYLOAD}", id=True, channel="slow")
         slowest = max(slowest, time.monotonic() - started)
         # White-box (SPEC 3, "memory stays bounded"): the events held for the
-        # stalled client are its Connection's `_pending` deque, never longer
+        # stalled client are its Stream's `_pending` deque, never longer
         # than SSE_QUEUE_SIZE.
         most_pending = max(most_pending, len(stalled_connection._pending))
         for reader in readers:

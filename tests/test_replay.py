@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from flask_sse_stream.core import core_of
 from tests.support.streams import until_end
 from tests.support.waiting import wait_until
 
@@ -402,18 +403,18 @@ def send_during_replay(monkeypatch):
     """
 
     def install(sse, app, *sends: dict, after_read: bool = False) -> list:
-        backend = sse.state_for(app).backend
-        original = backend.replay
+        backend = core_of(app).backend
+        original = backend.read_store
         sent = []
 
-        def replay_with_a_race(channels, after):
+        def replay_with_a_race(channels):
             if after_read:
-                replay = original(channels, after)
+                replay = original(channels)
             for kwargs in sends:
                 sent.append(sse.send_new_event(**kwargs))
-            return replay if after_read else original(channels, after)
+            return replay if after_read else original(channels)
 
-        monkeypatch.setattr(backend, "replay", replay_with_a_race)
+        monkeypatch.setattr(backend, "read_store", replay_with_a_race)
         return sent
 
     return install

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.support.internals import streams_of
 from tests.support.waiting import wait_until
 
 END = "end-of-test"
@@ -63,7 +64,7 @@ def test_client_that_never_reads_is_disconnected_while_others_get_every_event(ma
     app, sse = make_app(SSE_QUEUE_SIZE=queue_size, SSE_MAX_HISTORY=10000, SSE_KEEPALIVE=30)
     server = serve(app)
     slow = client_for(server.port, recv_buffer=4096)  # reads the head, then never reads again
-    [slow_connection] = sse.connections
+    [slow_connection] = streams_of(app)
     normal = client_for(server.port)
     assert len(sse.connections) == 2
 
@@ -81,17 +82,17 @@ def test_client_that_never_reads_is_disconnected_while_others_get_every_event(ma
         sent += 1
         assert number == sent
         # White-box check (SPEC 3, "memory stays bounded"): the events queued for the
-        # slow client, read from its Connection, never exceed SSE_QUEUE_SIZE.
+        # slow client, read from its Stream, never exceed SSE_QUEUE_SIZE.
         most_pending = max(most_pending, len(slow_connection._pending))
-        if evicted_at is None and slow_connection not in sse.connections:
+        if evicted_at is None and slow_connection not in streams_of(app):
             evicted_at = sent
         message = normal.next_event(timeout=5)
         assert (message.id, message.data) == (sent, f"{sent}:{PAYLOAD}")
 
     assert most_pending <= queue_size
     assert slowest_send < 1.0, f"a send took {slowest_send:.2f} s: senders must not wait on a slow client"
-    wait_until(lambda: slow_connection not in sse.connections, what="the slow client to be disconnected")
-    [remaining] = sse.connections
+    wait_until(lambda: slow_connection not in streams_of(app), what="the slow client to be disconnected")
+    [remaining] = streams_of(app)
     assert remaining is not slow_connection
 
     # The slow client now reads: what the kernel had buffered, then the end of the connection.
@@ -109,13 +110,13 @@ def test_disconnected_slow_client_recovers_missed_events_on_reconnect(make_app, 
     app, sse = make_app(SSE_QUEUE_SIZE=8, SSE_MAX_HISTORY=10000, SSE_KEEPALIVE=30)
     server = serve(app)
     slow = client_for(server.port, recv_buffer=4096)
-    [slow_connection] = sse.connections
+    [slow_connection] = streams_of(app)
 
     sent = 0
-    while slow_connection in sse.connections and sent < 2000:
+    while slow_connection in streams_of(app) and sent < 2000:
         sent += 1
         sse.send_new_event(data=f"{sent}:{PAYLOAD}", id=True)
-    assert slow_connection not in sse.connections, "the slow client was never disconnected"
+    assert slow_connection not in streams_of(app), "the slow client was never disconnected"
     for _ in range(5):
         sent += 1
         sse.send_new_event(data=f"{sent}:{PAYLOAD}", id=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..config import Settings
-from .base import Backend, Fanout, Replay
+from ..fanout import Fanout
+from .base import Backend
 from .memory import MemoryBackend
 
 
@@ -16,4 +17,4 @@ def create_backend(settings: Settings, fanout: Fanout) -> Backend:
     return RedisBackend(settings, fanout)
 
 
-__all__ = ["Backend", "Fanout", "MemoryBackend", "Replay", "create_backend"]
+__all__ = ["Backend", "MemoryBackend", "create_backend"]

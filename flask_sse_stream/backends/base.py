@@ -1,53 +1,23 @@
-"""The backend boundary: what a store-and-publish backend does for the extension.
+"""The backend boundary: what a store-and-publish backend does for the per-app core.
 
-A backend allocates ids, stores id'd events and publishes every event to the
-streams of this process through ``deliver``; the hub owns the local queues.
-Backends move and store encoded events, they never encode them.
+A backend allocates ids, stores id'd events, publishes every event to the
+streams of this process through the fan-out, and reports what its store
+holds (:class:`~flask_sse_stream.replay.StoreFacts`); the replay decision is
+not its business. Backends move and store encoded events, they never encode
+them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from ..event import Event
-from ..stats import Counters
-
-
-class Fanout(Protocol):
-    """The streams of this process (the hub), as a backend sees them."""
-
-    #: The app's counters in this process.
-    counters: Counters
-
-    def deliver(self, channel: str, event: Event) -> None:
-        """Called once per event, in id order; never blocks."""
-        ...
-
-    def channels(self) -> list[str]:
-        """The channels that have streams in this process."""
-        ...
-
-    def ids_restarted(self) -> None:
-        """The store lost its data: ids start again from 1."""
-        ...
-
-
-class Replay(NamedTuple):
-    """What a stream sends on connect, before live events."""
-
-    #: True when the resume point is no longer in the store (or was never
-    #: given): the stream sends the reset event first.
-    reset: bool
-    #: The stored events of the stream's channels after the resume point, in id order.
-    events: list[Event]
-    #: The client has every id'd event up to this one (the resume point, or
-    #: the last replayed): a later copy of one of them is dropped.
-    upto: int
+from ..replay import StoreFacts
 
 
 class Backend(Protocol):
-    def publish(self, channel: str, event: Event, *, with_id: bool) -> Event:
+    def send(self, channel: str, event: Event, *, with_id: bool) -> Event:
         """Send ``event`` (encoded, without id) to ``channel``; return it as sent.
 
         With ``with_id`` it gets the next id and is stored (unless the store
@@ -56,12 +26,12 @@ class Backend(Protocol):
         """
         ...
 
-    def replay(self, channels: Sequence[str], after: int | None) -> Replay:
-        """The stored events of ``channels`` with an id above ``after`` (``None``: all)."""
+    def read_store(self, channels: Sequence[str]) -> StoreFacts:
+        """What the store holds for ``channels`` now; streams of them in this process are subscribed already."""
         ...
 
     def stored(self, channel: str) -> list[Event]:
-        """The stored events of ``channel``, oldest first."""
+        """The stored events of ``channel``, oldest first, with every field (for ``SSE.history``)."""
         ...
 
     def close(self) -> None:

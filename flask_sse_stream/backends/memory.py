@@ -3,18 +3,27 @@
 Right for ``flask run``, one gevent ``WSGIServer`` and one gunicorn worker.
 Several worker processes would each get their own store and counter: use
 Redis there.
+
+With ``SSE_HISTORY_TTL``, what a channel leaves behind is bounded: once its
+last stored event has expired, its store is dropped and a tombstone (the
+highest id it held) is kept for ``SSE_TOMBSTONE_TTL`` seconds; then nothing.
+Expired state is swept as the app sends and reads, a few channels at a time.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+from ..concurrency import allocate_lock
 from ..config import Settings
 from ..event import Event
-from ..waking import allocate_lock
-from .base import Fanout, Replay
+from ..fanout import Fanout
+from ..replay import StoreFacts
+
+#: Checkpoints of (time, id) kept over the tombstones' lifetime, to tell which ids are that old.
+CHECKPOINTS = 32
 
 
 class MemoryBackend:
@@ -22,17 +31,27 @@ class MemoryBackend:
         self._deliver = fanout.deliver
         self._max_history = settings.max_history
         self._ttl = settings.history_ttl
+        self._tombstone_ttl = settings.tombstone_ttl
+        self._window = (settings.history_ttl or 0) + settings.tombstone_ttl
         # One lock orders id allocation, storing and fan-out, so that every
         # stream sees events in id order whichever thread sent them. Nothing
         # under it blocks: fan-out only appends to queues.
         self._lock = allocate_lock()
         self._last_id = 0
         self._stores: dict[str, deque[Event]] = {}
-        # channel -> the highest id that has left its store, to tell a client
-        # that resumes from before it that it missed events (the reset event).
-        self._evicted: dict[str, int] = {}
+        # channel (with a store) -> the highest id that has left its store.
+        self._gone: dict[str, int] = {}
+        # With a TTL: channels with a store, by the time of their last event
+        # (the order in which their stores expire whole); then their
+        # tombstones, channel -> (last id, when it expires), in expiry order;
+        # and (time, id) checkpoints over the tombstones' lifetime.
+        self._last_stored: OrderedDict[str, float] = OrderedDict()
+        self._tombstones: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._checkpoints: deque[tuple[float, int]] = deque()
+        # The most channels held at once: dicts keep their size after deletions.
+        self._peak = 0
 
-    def publish(self, channel: str, event: Event, *, with_id: bool) -> Event:
+    def send(self, channel: str, event: Event, *, with_id: bool) -> Event:
         with self._lock:
             if with_id:
                 self._last_id += 1
@@ -42,47 +61,111 @@ class MemoryBackend:
             self._deliver(channel, event)
         return event
 
-    def replay(self, channels: Sequence[str], after: int | None) -> Replay:
+    def read_store(self, channels: Sequence[str]) -> StoreFacts:
         with self._lock:
+            now = time.monotonic()
+            self._sweep(now)
             for channel in channels:
-                self._expire(channel)
-            reset = False
-            if after and after > self._last_id:
-                # An id this store never gave: the process restarted.
-                reset, after = bool(self._max_history), 0
-            after = after or 0
-            if not self._max_history:
-                return Replay(False, [], after)
-            if after and any(self._evicted.get(channel, 0) > after for channel in channels):
-                reset = True
-            found = [event for channel in channels for event in self._stores.get(channel, ()) if event.id > after]  # type: ignore[operator]
-        if len(channels) > 1:
-            found.sort(key=lambda event: event.id)  # type: ignore[arg-type,return-value]
-        return Replay(reset, found, max(after, found[-1].id or 0) if found else after)
+                self._expire(channel, now)
+            stored = tuple(list(self._stores.get(channel, ())) for channel in channels)
+            gone = tuple(self._gone_of(channel) for channel in channels)
+            return StoreFacts(self._last_id, stored, gone, forgotten_below=self._forgotten_below(now))
 
     def stored(self, channel: str) -> list[Event]:
         with self._lock:
-            self._expire(channel)
+            now = time.monotonic()
+            self._sweep(now)
+            self._expire(channel, now)
             return list(self._stores.get(channel, ()))
+
+    def sweep(self) -> None:
+        """Drop the stores and tombstones that have expired."""
+        with self._lock:
+            self._sweep(time.monotonic())
 
     def close(self) -> None:
         pass
 
+    # -- under the lock -------------------------------------------------------
+
     def _store(self, channel: str, event: Event) -> None:
+        now = event.created
         store = self._stores.get(channel)
         if store is None:
             store = self._stores[channel] = deque()
+            tombstone = self._tombstones.pop(channel, None)
+            self._gone[channel] = tombstone[0] if tombstone else 0
         elif len(store) >= self._max_history:
-            self._evicted[channel] = store.popleft().id  # type: ignore[assignment]
+            self._gone[channel] = store.popleft().id  # type: ignore[assignment]
         store.append(event)
-        self._expire(channel)
+        if self._ttl is not None:
+            self._last_stored[channel] = now
+            self._last_stored.move_to_end(channel)
+            self._checkpoint(now, self._last_id)
+            self._expire(channel, now)
+            self._sweep(now)
 
-    def _expire(self, channel: str) -> None:
+    def _expire(self, channel: str, now: float) -> None:
         store = self._stores.get(channel)
         if self._ttl is None or not store:
             return
-        deadline = time.monotonic() - self._ttl
+        deadline = now - self._ttl
         while store and store[0].created <= deadline:
-            self._evicted[channel] = store.popleft().id  # type: ignore[assignment]
+            self._gone[channel] = store.popleft().id  # type: ignore[assignment]
         if not store:
-            del self._stores[channel]
+            self._bury(channel, now)
+
+    def _sweep(self, now: float) -> None:
+        if self._ttl is None:
+            return
+        deadline = now - self._ttl
+        while self._last_stored:
+            channel, last = next(iter(self._last_stored.items()))
+            if last > deadline:
+                break
+            store = self._stores[channel]
+            if store:
+                self._gone[channel] = store[-1].id  # type: ignore[assignment]
+                store.clear()
+            self._bury(channel, last + self._ttl)
+        while self._tombstones:
+            channel, (_, expires) = next(iter(self._tombstones.items()))
+            if expires > now:
+                break
+            del self._tombstones[channel]
+        cutoff = now - self._window
+        while self._checkpoints and self._checkpoints[0][0] < cutoff:
+            self._checkpoints.popleft()
+        self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the per-channel dicts once most of their channels are gone: a dict never shrinks."""
+        held = len(self._stores) + len(self._tombstones)
+        self._peak = max(self._peak, held)
+        if self._peak > 1024 and held < self._peak // 8:
+            self._stores, self._gone = dict(self._stores), dict(self._gone)
+            self._last_stored, self._tombstones = OrderedDict(self._last_stored), OrderedDict(self._tombstones)
+            self._peak = held
+
+    def _bury(self, channel: str, expired_at: float) -> None:
+        """The store of ``channel`` is empty: keep only its tombstone."""
+        del self._stores[channel]
+        self._last_stored.pop(channel, None)
+        self._tombstones[channel] = (self._gone.pop(channel), expired_at + self._tombstone_ttl)
+        self._tombstones.move_to_end(channel)
+
+    def _gone_of(self, channel: str) -> int | None:
+        if channel in self._stores:
+            return self._gone[channel]
+        tombstone = self._tombstones.get(channel)
+        return None if tombstone is None else tombstone[0]
+
+    def _checkpoint(self, now: float, id: int) -> None:
+        if not self._checkpoints or now - self._checkpoints[-1][0] >= self._window / CHECKPOINTS:
+            self._checkpoints.append((now, id))
+
+    def _forgotten_below(self, now: float) -> int:
+        """Ids below this one may have left a store whose tombstone is gone too (0 without a TTL)."""
+        if self._ttl is None:
+            return 0
+        return self._checkpoints[0][1] if self._checkpoints else self._last_id

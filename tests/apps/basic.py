@@ -4,7 +4,10 @@
 
 - ``POST /publish``: ``current_app.sse.send_new_event`` with ``data``,
   ``event``, ``id`` (``1``/``true`` gives an id) and ``channel`` from the form
-  or the query; answers ``{"id": ...}``.
+  or the query; answers ``{"id": ...}``. With ``via=thread`` the event is
+  sent from a native OS thread (even in a monkey-patched process), which the
+  request waits for. With ``then=sigterm`` the worker sends itself SIGTERM
+  in the same turn of the event loop, right after the send.
 - ``POST /burst?n=5``: sends ``n`` events (``burst 0`` …) in this one request,
   back to back, never yielding between them; answers ``{"ids": [...]}``.
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
@@ -22,8 +25,10 @@ The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
+import gevent
 import gevent.monkey
 from flask import Flask, Response, current_app, jsonify, request
 
@@ -53,12 +58,20 @@ def create_app() -> Flask:
     @app.post("/publish")
     def publish() -> Any:
         values = request.values
-        assigned = current_app.sse.send_new_event(  # type: ignore[attr-defined]
-            data=values.get("data"),
-            event=values.get("event") or None,
-            id=values.get("id", "").lower() in _TRUE,
-            channel=values.get("channel") or "sse",
-        )
+        sse = current_app.sse  # type: ignore[attr-defined]
+        fields = {
+            "data": values.get("data"),
+            "event": values.get("event") or None,
+            "id": values.get("id", "").lower() in _TRUE,
+            "channel": values.get("channel") or "sse",
+        }
+        if values.get("via") == "thread":
+            assigned = in_an_os_thread(lambda: sse.send_new_event(**fields))
+        else:
+            assigned = sse.send_new_event(**fields)
+        if values.get("then") == "sigterm":
+            # After the loop's pending callbacks (the direct writes of this send).
+            gevent.get_hub().loop.run_callback(os.kill, os.getpid(), signal.SIGTERM)
         return jsonify(id=assigned)
 
     @app.post("/burst")
@@ -81,3 +94,26 @@ def create_app() -> Flask:
         )
 
     return app
+
+
+def in_an_os_thread(function: Any) -> Any:
+    """``function()`` in a native OS thread (not a greenlet, even when monkey-patched); its result."""
+    start_new_thread = gevent.monkey.get_original("_thread", "start_new_thread")
+    done = gevent.monkey.get_original("_thread", "allocate_lock")()
+    done.acquire()
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = function()
+        except BaseException as error:  # noqa: BLE001 - handed to the request
+            outcome["error"] = error
+        finally:
+            done.release()
+
+    start_new_thread(run, ())
+    # Wait without blocking this process's hub: a thread of gevent's pool waits for it.
+    gevent.get_hub().threadpool.apply(done.acquire)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]

@@ -13,16 +13,15 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 
 from flask import Response, request
 
-from .event import check_channel, check_event_name, check_retry, show
-from .view import RETRY_AFTER, BadRequest, parse_channels, parse_query
-
-if TYPE_CHECKING:
-    from .extension import SSE
-    from .state import AppState
+from .core import SSECore
+from .event import DEFAULT_CHANNEL, check_channel, check_event_name, check_retry, shorten, show
+from .stream_request import BadRequest, parse_channels, parse_query
+from .stream_view import RETRY_AFTER
 
 #: The largest request body the publish endpoint reads, in bytes: more is ``413``.
 MAX_BODY = 1024 * 1024
@@ -41,9 +40,9 @@ class _Invalid(ValueError):
         self.field = field
 
 
-def publish_response(sse: SSE, state: AppState) -> Response:
+def publish_response(core: SSECore) -> Response:
     """Answer a request to ``<prefix>/publish``: send the event of the JSON body."""
-    refused = _check_request("POST", state)
+    refused = _check_request("POST", core)
     if refused is not None:
         return refused
     if request.content_type and not _is_json(request.mimetype):
@@ -60,35 +59,30 @@ def publish_response(sse: SSE, state: AppState) -> Response:
         if not isinstance(with_id, bool):
             raise _Invalid(
                 "id must be a JSON boolean: true (give the event the next id and store it)"
-                f" or false (send it live only), got {_json_text(with_id)}",
+                f" or false (send it live only), got {_json_text_of(with_id)}",
                 "id",
             )
-        channel = _field("channel", fields.get("channel", "sse"), check_channel)
+        channel = _field("channel", fields.get("channel", DEFAULT_CHANNEL), check_channel)
         event = fields.get("event")
         if event is not None:
             _field("event", event, check_event_name)
         retry = fields.get("retry")
         if retry is not None:
             _field("retry", retry, check_retry)
-        try:
-            state, draft = sse._prepare(fields.get("data"), event, with_id, retry, channel)
-        except (TypeError, ValueError) as error:  # every other field is checked: the data
-            raise _Invalid(str(error), "data") from None
-        except RecursionError:
-            raise _Invalid("data is nested too deeply to be sent as JSON", "data") from None
+        # Every other field is checked: an error now is the data's.
+        send = partial(core.send_new_event, event=event, id=with_id, retry=retry, channel=channel)
+        sent = _field("data", fields.get("data"), send)
     except _Invalid as error:
         return _error(400, str(error), field=error.field)
-    try:
-        sent = sse._send(state, channel, draft, with_id)
     except ConnectionError as error:
         log.warning("could not publish an event for %s: %s", request.remote_addr, error)
         return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
     return _json(200, {"id": sent})
 
 
-def stats_response(sse: SSE, state: AppState) -> Response:
+def stats_response(core: SSECore) -> Response:
     """Answer a request to ``<prefix>/stats``: ``sse.stats``, the store sizes and the pid."""
-    refused = _check_request("GET", state)
+    refused = _check_request("GET", core)
     if refused is not None:
         return refused
     try:
@@ -96,22 +90,22 @@ def stats_response(sse: SSE, state: AppState) -> Response:
     except BadRequest as error:
         return _error(400, str(error), field="channel")
     try:
-        stored = {channel: len(state.backend.stored(channel)) for channel in channels}
+        stored = {channel: len(core.backend.stored(channel)) for channel in channels}
     except ConnectionError as error:
         return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
-    response = _json(200, {**sse.stats, "stored": stored, "pid": os.getpid()})
+    response = _json(200, {**core.stats(), "stored": stored, "pid": os.getpid()})
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def _check_request(method: str, state: AppState) -> Response | None:
+def _check_request(method: str, core: SSECore) -> Response | None:
     """The answer to a request with another method or without the right token, else None."""
     allow = f"{method}, HEAD, OPTIONS" if method == "GET" else f"{method}, OPTIONS"
     if request.method == "OPTIONS":
         return Response(status=204, headers={"Allow": allow})
     if request.method != method and not (method == "GET" and request.method == "HEAD"):
         return _error(405, f"{request.method} is not allowed here; this endpoint answers {method}", {"Allow": allow})
-    token = state.settings.publish_token
+    token = core.settings.publish_token
     if token is None:  # the endpoints exist only with a token
         return _error(404, "SSE_PUBLISH_TOKEN is not set: there is no such endpoint")
     header = request.headers.get("Authorization")
@@ -166,7 +160,7 @@ def _parse(body: bytes) -> dict[str, Any]:
     except ValueError as error:
         raise _Invalid(f"{accepted}; got something that is not JSON: {error}") from None
     if not isinstance(value, dict):
-        raise _Invalid(f"{accepted}; got {_json_text(value)}")
+        raise _Invalid(f"{accepted}; got {_json_text_of(value)}")
     unknown = sorted(set(value) - set(FIELDS))
     if unknown:
         raise _Invalid(f"{accepted}; got the unknown field {unknown[0]!r}", unknown[0])
@@ -178,15 +172,16 @@ def _field(name: str, value: Any, check: Callable[[Any], Any]) -> Any:
         return check(value)
     except (TypeError, ValueError) as error:
         raise _Invalid(str(error), name) from None
+    except RecursionError:
+        raise _Invalid(f"{name} is nested too deeply to be sent as JSON", name) from None
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _json_text(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters in all)"
+def _json_text_of(value: Any) -> str:
+    return shorten(json.dumps(value))
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None, field: str | None = None) -> Response:

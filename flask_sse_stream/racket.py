@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 
-from .event import show
+from .event import DEFAULT_CHANNEL, show
 from .extension import SSE
 
 
@@ -16,10 +16,10 @@ def make_sse(**options: Any) -> SSE:
     Serve it with :func:`start_sse_tcp_port`; send with :func:`send_new_event`
     or its method of the same name. ``options`` are those of :class:`SSE`.
     """
+    a_sse = SSE(**options)
     app = Flask("flask_sse_stream")
-    a_sse = SSE(app, **options)
-    # The extension keeps its apps weakly; this app has no other owner.
-    a_sse._own_app = app  # type: ignore[attr-defined]
+    a_sse.init_app(app)
+    a_sse._own_app = app  # the extension keeps its apps weakly; this one has no other owner
     return a_sse
 
 
@@ -29,7 +29,7 @@ def send_new_event(
     event: str | None = None,
     id: bool = False,
     retry: int | None = None,
-    channel: str = "sse",
+    channel: str = DEFAULT_CHANNEL,
 ) -> int | None:
     """``a_sse.send_new_event(...)`` as a function (the seed's ``send-new-event``)."""
     if not isinstance(a_sse, SSE):

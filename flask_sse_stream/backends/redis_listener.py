@@ -1,0 +1,241 @@
+"""The one Redis subscription of a process (per app): it reads ``<prefix>:events`` and fans out.
+
+It runs in a ``threading.Thread``: a greenlet in a monkey-patched process, an
+OS thread otherwise. Whatever ends its runner (Redis going away, an error, a
+kill), it subscribes again, and then recovers: one consistent read of the
+store, which also publishes a marker, so the messages that arrived before
+the marker are known to be in that read and those after it to be newer.
+
+- If Redis kept its data, the open streams get what they missed from the
+  store (the catch-up), each event once, in id order.
+- If Redis lost data (its counter is below what some process has seen: that
+  process moves it past, and reports the ids that may be lost), or what the
+  streams missed has left the store, every open stream ends cleanly: its
+  client resumes with ``Last-Event-ID`` through the replay decision, which
+  sends the reset event where the stream cannot be served exactly.
+
+While running, an id at or below the last one delivered means the counter
+went back under a process that had not seen the higher ids: the counter is
+moved past them, and the control message that reports it ends the streams
+that may have missed something, in every process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING
+
+import gevent
+import redis
+
+from ..event import Event, frame_with_id
+from ..replay import StoreFacts, missed, plan
+from .redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT
+
+if TYPE_CHECKING:
+    from .redis import RedisBackend
+
+log = logging.getLogger("flask_sse_stream.redis")
+
+#: Seconds between attempts to subscribe again after losing Redis (the last repeats).
+RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+
+
+class Listener:
+    def __init__(self, backend: RedisBackend) -> None:
+        self.pid = os.getpid()
+        self._backend = backend
+        self._fanout = backend.fanout
+        self._lock = threading.Lock()
+        self._runner: threading.Thread | None = None
+        self._stopping = False
+        # Whether it has ever subscribed, and how many attempts have ended,
+        # for streams that wait for it (under _changed).
+        self._subscribed = False
+        self._attempts = 0
+        self._changed = threading.Condition()
+        # Set to cut the back-off short when a stream waits.
+        self._kick = threading.Event()
+        self._lost_logged = False
+        # What it delivered, across runners: the highest id, whether it ever
+        # read the store, the highest `lost` it has acted on.
+        self.delivered = 0
+        self._recovered = False
+        self._handled_lost = 0
+        # The recovery's read, until its marker comes: its token, its last
+        # id, and the channels whose stored messages it covers (None: all).
+        self._marker: bytes | None = None
+        self._window_upto = 0
+        self._window_channels: frozenset[str] | None = frozenset()
+
+    def __repr__(self) -> str:
+        return f"<Listener pid={self.pid} running={self.running()}>"
+
+    # -- the runner ---------------------------------------------------------
+
+    def serves_this_process(self) -> bool:
+        return self.pid == os.getpid() and not self._stopping
+
+    def running(self) -> bool:
+        runner = self._runner
+        return runner is not None and runner.is_alive()
+
+    def keep_running(self) -> None:
+        """Start a runner unless one runs, in the thread that owns the Redis sockets."""
+        if self.running():
+            return
+        home = self._backend._home
+        if home is not None and not home.here():
+            home.soon(self.keep_running)
+            return
+        with self._lock:
+            if not self.running() and not self._stopping:
+                self._runner = threading.Thread(target=self._run, name="sse-redis-listener", daemon=True)
+                self._runner.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kick.set()
+
+    def wait_subscribed(self) -> None:
+        """Return once it has subscribed; if it has not yet, have it try now and raise if that fails.
+
+        Once subscribed it stays so for this purpose, even while it subscribes
+        again after losing Redis: a stream that opens meanwhile replays from
+        the store, and the recovery brings what it missed.
+        """
+        with self._changed:
+            if self._subscribed:
+                return
+            attempts = self._attempts
+            self._kick.set()
+            self._changed.wait_for(
+                lambda: self._subscribed or self._attempts > attempts, CONNECT_TIMEOUT + COMMAND_TIMEOUT
+            )
+            if not self._subscribed:
+                raise ConnectionError(f"could not subscribe to Redis at {self._backend.url}")
+
+    def _attempted(self, subscribed: bool) -> None:
+        with self._changed:
+            self._attempts += 1
+            self._subscribed = self._subscribed or subscribed
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping:
+            pubsub = self._backend.client.pubsub()  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._backend.events_key)
+                while pubsub.get_message(timeout=COMMAND_TIMEOUT) is None:
+                    pass  # the subscribe confirmation
+                self._recover()
+                self._attempted(True)
+                failures = 0
+                while not self._stopping:
+                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None:
+                        self._on_message(message["data"])
+            except gevent.GreenletExit:
+                raise  # killed: the next stream or send starts a new runner
+            except BaseException as error:  # noqa: BLE001 - whatever it was, subscribe again
+                self._failed(error)
+                self._attempted(False)
+                self._kick.wait(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
+                self._kick.clear()
+                failures += 1
+            finally:
+                try:
+                    pubsub.close()
+                except Exception:  # noqa: BLE001 - the connection may be gone already
+                    pass
+
+    def _failed(self, error: BaseException) -> None:
+        # redis-py reports a connection that went away as a RedisError, or as
+        # an OSError/ValueError from a socket closed under it.
+        if not isinstance(error, (redis.RedisError, OSError, ValueError)):
+            log.error("the Redis listener failed; resubscribing", exc_info=error)
+        elif self._subscribed and not self._lost_logged:
+            log.warning("lost the Redis subscription at %s: %s; resubscribing", self._backend.url, error)
+        self._lost_logged = True  # one line per loss, not one per attempt
+
+    # -- recovery -------------------------------------------------------------
+
+    def _recover(self) -> None:
+        backend = self._backend
+        channels = self._fanout.channels()  # after subscribing: a stream that opens later reads later
+        marker = os.urandom(8).hex()
+        facts = backend.read(channels, marker)
+        lost = facts.lost_upto
+        if facts.last_id < backend.seen:
+            lost = backend.move_past(backend.seen)
+        first = not self._recovered
+        if first:
+            self._window_channels = frozenset()  # streams read the store after this: no copies to drop
+        elif self._missed_too_much(facts, lost):
+            log.warning("Redis at %s lost data: open streams end and resume from their last id", backend.url)
+            self._fanout.end_all_streams()
+            self.delivered = max(self.delivered, backend.seen)
+            self._window_channels = None
+        else:
+            for channel, event in missed(self.delivered, facts, channels):
+                self._deliver(channel, event)
+            self._window_channels = frozenset(channels) if backend.max_history else frozenset()
+        if not first:
+            self._fanout.counters.redis_reconnects += 1
+            log.warning("resubscribed to Redis at %s", backend.url)
+        self._recovered, self._lost_logged = True, False
+        self._handled_lost = max(self._handled_lost, lost)
+        self._marker, self._window_upto = marker.encode(), facts.last_id
+
+    def _missed_too_much(self, facts: StoreFacts, lost: int) -> bool:
+        """Whether the open streams, which have every event up to ``delivered``, cannot be caught up exactly."""
+        if lost > self._handled_lost and lost >= self.delivered:
+            return True  # events they should have had may be lost, or their ids given again
+        return plan(self.delivered, facts, self._backend.max_history > 0).reset
+
+    # -- messages -------------------------------------------------------------
+
+    def _on_message(self, payload: bytes) -> None:
+        channel, id, frame = payload.split(b"\n", 2)
+        if not channel:
+            self._on_control(id, frame)
+        elif not id:
+            self._fanout.deliver(channel.decode(), Event(None, None, None, None, frame))
+        elif self._marker is not None:
+            self._before_marker(channel.decode(), int(id), frame)
+        else:
+            number = int(id)
+            if number > self.delivered:
+                self._deliver(channel.decode(), Event(number, None, None, None, frame_with_id(number, frame)))
+            else:
+                # An id given again: the counter went back under a process that
+                # had not seen ours. Move it past; the control message that
+                # reports it ends the streams that may have missed something.
+                self._backend.move_past(max(self.delivered, self._backend.seen))
+
+    def _before_marker(self, channel: str, id: int, frame: bytes) -> None:
+        """A message published before the recovery's read: in that read, or not for these streams."""
+        covered = self._window_channels is None or channel in self._window_channels
+        if not (covered and id <= self._window_upto):
+            self._fanout.deliver(channel, Event(id, None, None, None, frame_with_id(id, frame)))
+
+    def _on_control(self, kind: bytes, value: bytes) -> None:
+        if kind == b"mark":
+            if value == self._marker:
+                self._marker = None
+                self.delivered = max(self.delivered, self._window_upto)
+        elif kind == b"lost":
+            lost = int(value)
+            if lost > self._handled_lost:
+                self._handled_lost = lost
+                if lost >= self.delivered:
+                    log.warning("ids up to %d may have been lost in Redis: open streams end and resume", lost)
+                    self._fanout.end_all_streams()
+
+    def _deliver(self, channel: str, event: Event) -> None:
+        self.delivered = event.id  # type: ignore[assignment]
+        self._backend.saw(event.id)  # type: ignore[arg-type]
+        self._fanout.deliver(channel, event)

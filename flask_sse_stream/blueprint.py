@@ -1,0 +1,48 @@
+"""The routes an app gets from ``init_app``: the stream, and with a token the publish and stats endpoints."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from flask import Blueprint, Flask, request
+from werkzeug.exceptions import MethodNotAllowed
+
+from .core import SSECore
+from .endpoints import PUBLISH_METHODS, STATS_METHODS, publish_response, stats_response
+from .gunicorn_worker import on_request
+from .stream_view import stream_response
+
+#: The name of the stream's blueprint: its endpoint is ``sse.stream``, as Flask-SSE's.
+STREAM_BLUEPRINT = "sse"
+
+
+def register(app: Flask, core: SSECore) -> None:
+    """Mount the stream at ``SSE_URL_PREFIX`` (and ``/publish``, ``/stats`` beside it with a token)."""
+    prefix = core.settings.url_prefix.rstrip("/")
+    blueprint = Blueprint(STREAM_BLUEPRINT, __name__)
+    blueprint.add_url_rule(
+        "" if prefix else "/",
+        "stream",
+        lambda: stream_response(core, core.settings.cors_origins),
+        methods=["GET", "OPTIONS"],
+        provide_automatic_options=False,
+    )
+    if core.settings.publish_token is not None:
+        # For servers and scripts, beside the stream: <prefix>/publish and <prefix>/stats.
+        endpoints = (("publish", publish_response, PUBLISH_METHODS), ("stats", stats_response, STATS_METHODS))
+        for name, view, methods in endpoints:
+            view_of_core = partial(view, core)
+            blueprint.add_url_rule(f"/{name}", name, view_of_core, methods=methods, provide_automatic_options=False)
+    app.register_blueprint(blueprint, url_prefix=prefix or None)
+
+    @app.before_request
+    def before_any_request() -> Any:
+        on_request(request.environ)
+        # Werkzeug's routing answers any other method with an HTML 405 that
+        # lists methods the stream does not serve; the view answers it in
+        # plain text, as the standalone server does. (Flask runs this
+        # before it raises the routing error.)
+        if isinstance(request.routing_exception, MethodNotAllowed) and request.path.rstrip("/") == prefix:
+            return stream_response(core, core.settings.cors_origins)
+        return None

@@ -1,0 +1,150 @@
+"""Greenlets and OS threads: how one waits, how another wakes it, and how work reaches the right thread.
+
+A stream waits in one of two worlds: in a gevent greenlet (gevent's
+``WSGIServer``, gunicorn's gevent worker, ``start_sse_tcp_port``, any
+monkey-patched process), or in a plain OS thread (``flask run`` without
+monkey-patching). Senders can be any greenlet or thread. A gevent hub belongs
+to one OS thread, and so do the gevent sockets and greenlets it runs: another
+thread must hand work to that hub's loop (``run_callback_threadsafe``) and
+never touch them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import gevent
+import gevent.event
+import greenlet
+from gevent.monkey import get_original, is_module_patched
+
+T = TypeVar("T")
+
+#: The OS thread id, even under monkey-patching (where ``threading.get_ident``
+#: names the greenlet).
+thread_ident = get_original("_thread", "get_ident")
+#: A real lock: never switches greenlets, so it is safe from greenlets and
+#: threads alike as long as nothing inside the critical section yields.
+allocate_lock = get_original("_thread", "allocate_lock")
+_ThreadEvent = get_original("threading", "Event")
+
+
+def in_gevent() -> bool:
+    """True when the caller runs under a gevent hub (a greenlet, or a patched process)."""
+    return greenlet.getcurrent().parent is not None or is_module_patched("threading")
+
+
+class Home:
+    """The OS thread, and its gevent loop if it has one, that owns some sockets or greenlets.
+
+    :meth:`run` runs a call there: at once when already there, else handed
+    to that loop (in a greenlet of its own) while the caller waits without
+    touching it.
+    """
+
+    __slots__ = ("thread", "loop")
+
+    def __init__(self) -> None:
+        self.thread = thread_ident()
+        self.loop = gevent.get_hub().loop if in_gevent() else None
+
+    def here(self) -> bool:
+        return self.loop is None or thread_ident() == self.thread
+
+    def soon(self, function: Callable[..., Any], *args: Any) -> None:
+        """Have ``function(*args)`` called in this thread's loop, without waiting for it."""
+        if self.loop is None or thread_ident() == self.thread:
+            function(*args)
+        else:
+            self.loop.run_callback_threadsafe(partial(function, *args))
+
+    def run(self, function: Callable[[], T]) -> T:
+        """``function()`` run in this thread (its loop's greenlet), the caller waiting for it."""
+        if self.here():
+            return function()
+        done = allocate_lock()
+        done.acquire()
+        outcome: list[Any] = []
+
+        def call() -> None:
+            try:
+                outcome.append((True, function()))
+            except BaseException as error:  # noqa: BLE001 - handed to the caller
+                outcome.append((False, error))
+            finally:
+                done.release()
+
+        self.loop.run_callback_threadsafe(lambda: gevent.spawn(call))  # type: ignore[union-attr]
+        done.acquire()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+
+def off_the_hub(function: Callable[[], T]) -> T:
+    """``function()``, which blocks on plain sockets, without blocking a gevent hub that runs the caller.
+
+    In an unpatched process, a greenlet (of ``start_sse_tcp_port``'s server,
+    say) hands it to its hub's thread pool; a plain thread just calls it.
+    """
+    if greenlet.getcurrent().parent is not None and not is_module_patched("socket"):
+        return gevent.get_hub().threadpool.apply(function)  # type: ignore[no-any-return]
+    return function()
+
+
+class GeventWaker:
+    """Wakes a greenlet that waits on its own thread's hub."""
+
+    __slots__ = ("_event", "home", "greenlet")
+
+    def __init__(self) -> None:
+        self._event = gevent.event.Event()
+        self.home = Home()
+        #: The waiting greenlet, so that :meth:`kill` can end a blocked write.
+        self.greenlet = gevent.getcurrent()
+
+    def wake(self) -> None:
+        if not self._event.is_set():
+            self.home.soon(self._event.set)
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return bool(self._event.wait(timeout))
+
+    def kill(self) -> None:
+        """End the waiting greenlet, even while it is blocked writing to a socket."""
+        if isinstance(self.greenlet, gevent.Greenlet):  # not a thread's main greenlet
+            self.home.soon(partial(self.greenlet.kill, block=False))
+
+
+class ThreadWaker:
+    """Wakes a plain OS thread (the dev server's request threads)."""
+
+    __slots__ = ("_event",)
+
+    home = None
+
+    def __init__(self) -> None:
+        self._event = _ThreadEvent()
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout: float) -> bool:
+        return bool(self._event.wait(timeout))
+
+    def kill(self) -> None:
+        """A thread cannot be killed; closing its socket ends a blocked write."""
+
+
+def new_waker() -> GeventWaker | ThreadWaker:
+    """A waker for the calling greenlet or thread."""
+    return GeventWaker() if in_gevent() else ThreadWaker()

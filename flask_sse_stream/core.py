@@ -1,0 +1,114 @@
+"""The per-app core: what one ``SSE`` does for one app, with no Flask extension around it.
+
+It holds the app's settings, counters, local streams (the fan-out) and
+backend, and does the work: checking and encoding an event and sending it,
+opening a stream (subscribe, then read the store, then the replay
+decision), the numbers, closing. The HTTP view, the publish endpoint, the
+CLI and the gunicorn integration use it; the ``SSE`` extension wires it to
+an app (:func:`attach`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from . import replay
+from .backends import Backend, create_backend
+from .config import Settings
+from .event import Event, check_channel, new_event, show
+from .fanout import Fanout
+from .stats import Counters, numbers
+from .stream import Stream
+
+Authorizer = Callable[[str], bool]
+
+_cores: weakref.WeakKeyDictionary[Flask, SSECore] = weakref.WeakKeyDictionary()
+
+
+class SSECore:
+    """One ``SSE`` on one app (one ``SSE`` on two apps has two)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        authorizers: list[Authorizer],
+        dumps: Callable[[Any], str],
+        one_channel: bool = False,
+    ) -> None:
+        self.settings = settings
+        #: Shared with the ``SSE`` object: ``@sse.authorize`` applies to every app.
+        self.authorizers = authorizers
+        #: Non-``str`` data as JSON, by the app's JSON provider.
+        self.dumps = dumps
+        #: Flask-SSE's blueprint: one ``channel`` parameter per stream.
+        self.one_channel = one_channel
+        self.counters = Counters()
+        self.fanout = Fanout(self.counters)
+        self.backend: Backend = create_backend(settings, self.fanout)
+
+    def send_new_event(self, data: Any, event: str | None, id: bool, retry: int | None, channel: str) -> int | None:
+        """Check and encode the event, then send it; its id or ``None``.
+
+        Raises :class:`TypeError` or :class:`ValueError` before anything is
+        sent or stored, :class:`ConnectionError` if the store cannot be reached.
+        """
+        if id is not True and id is not False:
+            raise TypeError(
+                "id must be True (give the event the next id and store it)"
+                f" or False (send it live only), got {show(id)}"
+            )
+        check_channel(channel)
+        sent = self.backend.send(channel, new_event(data, event, retry, self.dumps), with_id=id)
+        self.counters.events_sent += 1
+        return sent.id
+
+    def open_stream(self, stream: Stream, after: int | None) -> replay.ReplayPlan:
+        """Read the store for ``stream``, already subscribed, and decide its replay (resuming ``after``).
+
+        Subscribed first, then the store is read: an event sent meanwhile is
+        in both, and the stream drops the queued copy (ids up to ``upto``).
+        Raises :class:`ConnectionError` if the store cannot be reached.
+        """
+        facts = self.backend.read_store(stream.channels)
+        decided = replay.plan(after, facts, self.settings.max_history > 0)
+        stream.replayed(decided.upto)
+        counters = self.counters
+        counters.streams_opened += 1
+        counters.resets_sent += decided.reset
+        if decided.events:
+            counters.replays_served += 1
+            counters.events_replayed += len(decided.events)
+        return decided
+
+    def history(self, channel: str) -> dict[int, Event]:
+        check_channel(channel)
+        return {event.id: event for event in self.backend.stored(channel)}  # type: ignore[misc]
+
+    def stats(self) -> dict[str, Any]:
+        return numbers(len(self.fanout), self.fanout.streams_by_channel(), self.counters)
+
+    def close(self) -> None:
+        """End every stream and release the backend's connections."""
+        self.fanout.close(self.fanout.streams(), hangup=True)
+        self.backend.close()
+
+
+def attach(app: Flask, core: SSECore) -> None:
+    """Make ``core`` the one :func:`core_of` ``app`` finds."""
+    _cores[app] = core
+
+
+def core_of(app: Flask) -> SSECore:
+    core = _cores.get(app)
+    if core is None:
+        raise RuntimeError(f"the app {app.name!r} has no SSE extension: did you forget SSE(app) or sse.init_app(app)?")
+    return core
+
+
+def all_cores() -> list[SSECore]:
+    """The cores of every app of this process."""
+    return list(_cores.values())

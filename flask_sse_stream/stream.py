@@ -1,0 +1,218 @@
+"""One open stream: its bounded queue of events, how its writer waits, and how it ends.
+
+Senders, from any greenlet or thread, :meth:`Stream.push` events; the
+stream's writer (the greenlet or thread serving the response) takes them.
+Pushing never blocks: a stream more than ``SSE_QUEUE_SIZE`` events behind is
+aborted instead. A stream ends in one of two ways, both on an event boundary
+as the client sees it: :meth:`Stream.close` lets the writer finish the write
+it has begun and then end the response; :meth:`Stream.abort` cuts the
+connection itself (the client sees a network error, never a cut event).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import gevent
+
+from .concurrency import GeventWaker, Home, ThreadWaker, in_gevent, new_waker, thread_ident
+from .event import Event
+from .stats import Counters
+
+if TYPE_CHECKING:
+    from .socket_writer import DirectWriter
+
+log = logging.getLogger("flask_sse_stream")
+
+#: Seconds a stream told to end may take to finish its write before its connection is cut.
+GRACE = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """An open stream, as :attr:`SSE.connections` lists it."""
+
+    #: Its channel names, in request order.
+    channels: tuple[str, ...]
+    #: The client's address.
+    remote_addr: str | None
+    #: When it opened (``time.time()``).
+    started_at: float
+
+
+class Stream:
+    __slots__ = (
+        "channels", "remote_addr", "started_at", "subject", "server", "closed", "hangup", "finished",
+        "_pending", "_limit", "_waker", "_socket", "_upto", "writer", "counters",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        channels: tuple[str, ...],
+        remote_addr: str | None,
+        queue_size: int,
+        sock: socket.socket | None = None,
+        server: object = None,
+        counters: Counters | None = None,
+    ) -> None:
+        self.channels = channels
+        self.remote_addr = remote_addr
+        self.started_at = time.time()
+        self.subject: object = None
+        #: The standalone server that serves it, if any (``start_sse_tcp_port``).
+        self.server = server
+        #: Set once the stream must end; it then takes no more events.
+        self.closed = False
+        #: Set when the connection itself must close after the stream ends
+        #: (server or worker shutdown), not wait for another request.
+        self.hangup = False
+        #: Set once its response has ended (the WSGI server closed the body).
+        self.finished = False
+        self._pending: deque[Event] = deque()
+        self._limit = queue_size
+        self._waker: GeventWaker | ThreadWaker | None = None
+        self._socket = sock
+        # The client has every id'd event up to this id (its replay): drop queued copies.
+        self._upto = 0
+        #: Direct writes to its socket, under gevent (see socket_writer).
+        self.writer: DirectWriter | None = None
+        self.counters = counters or Counters()
+
+    def __repr__(self) -> str:
+        return f"<Stream channels={self.channels!r} remote_addr={self.remote_addr!r}>"
+
+    def info(self) -> StreamInfo:
+        return StreamInfo(self.channels, self.remote_addr, self.started_at)
+
+    def replayed(self, upto: int) -> None:
+        """The client has every id'd event up to ``upto``: drop queued or later copies of them."""
+        self._upto = upto
+
+    def push(self, event: Event, thread: int) -> None:
+        """Queue ``event``; from any greenlet or thread (``thread``: the sender's), never blocks."""
+        if self.closed:
+            return
+        if self._upto and event.id is not None and event.id <= self._upto:
+            return  # a copy of a replayed event
+        pending = self._pending
+        pending.append(event)
+        if len(pending) > self._limit:
+            self.counters.slow_clients_dropped += 1
+            log.info(
+                "disconnected a stream of %s from %s: more than %d events behind",
+                ", ".join(self.channels),
+                self.remote_addr,
+                self._limit,
+            )
+            self.abort()
+        elif self.writer is not None and thread == self.writer.thread:
+            self.writer.mark()
+        elif self._waker is not None:
+            self._waker.wake()
+
+    def waker(self) -> GeventWaker | ThreadWaker:
+        """The writer's waker; the first call binds it to the calling greenlet or thread."""
+        if self._waker is None:
+            self._waker = new_waker()
+        return self._waker
+
+    def take(self, timeout: float) -> list[Event] | None:
+        """Wait up to ``timeout`` seconds for events and return all pending ones.
+
+        Returns ``[]`` on timeout and ``None`` once the stream must end. Called
+        only by the stream's own writer.
+        """
+        waker = self.waker()
+        while not self.closed:
+            waker.clear()
+            events = self.drain()
+            if events:
+                return events
+            if not waker.wait(timeout):
+                return []
+        return None
+
+    def drain(self) -> list[Event]:
+        """Every pending event, in order, without its replayed copies."""
+        pending = self._pending
+        events = []
+        # popleft is atomic: a concurrent push lands in this batch or the
+        # next, and a concurrent close() that empties the queue ends it.
+        for _ in range(len(pending)):
+            try:
+                events.append(pending.popleft())
+            except IndexError:
+                break
+        if self._upto and events:
+            upto = self._upto
+            events = [event for event in events if event.id is None or event.id > upto]
+            if any(event.id is not None for event in events):
+                self._upto = 0
+        return events
+
+    def close(self, hangup: bool = False) -> None:
+        """End the stream after the write its writer has begun; from any greenlet or thread.
+
+        With ``hangup``, the connection closes too once the response has ended,
+        so that the client reconnects elsewhere instead of reusing it.
+        """
+        self.hangup = self.hangup or hangup
+        self.closed = True
+        self._pending.clear()
+        if self._waker is not None:
+            self._waker.wake()
+
+    def abort(self) -> None:
+        """End the stream now, even if its writer is blocked on a client that stopped reading."""
+        self.close()
+        if not self.shutdown_socket() and self._waker is not None:
+            self._waker.kill()
+
+    def shutdown_socket(self) -> bool:
+        """Close the client's connection under the server's feet; False if its socket is unknown."""
+        if self._socket is None:
+            return False
+        home: Home | None = self._waker.home if self._waker is not None else None
+        if home is not None and home.thread != thread_ident():
+            home.soon(shutdown, self._socket)  # a gevent socket belongs to its hub's thread
+        else:
+            shutdown(self._socket)
+        return True
+
+
+def shutdown(sock: Any) -> None:
+    """End a client's connection both ways, whoever is blocked on it; quiet if it is gone already."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def end_gracefully(streams: list[Stream]) -> None:
+    """End ``streams`` and their connections; cut those still writing :data:`GRACE` seconds later.
+
+    A stream whose client stopped reading cannot finish its write: its
+    connection is cut, so that nothing waits on it.
+    """
+    for stream in streams:
+        stream.close(hangup=True)
+    if not streams:
+        return
+    if in_gevent():
+        gevent.spawn_later(GRACE, _cut_unfinished, streams)
+    else:
+        timer = threading.Timer(GRACE, _cut_unfinished, (streams,))
+        timer.daemon = True
+        timer.start()
+
+
+def _cut_unfinished(streams: list[Stream]) -> None:
+    for stream in streams:
+        if not stream.finished:
+            stream.abort()

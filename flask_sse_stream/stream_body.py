@@ -1,0 +1,104 @@
+"""The WSGI body of a stream: its opening and replay, then live events until it ends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from .fanout import Fanout
+from .socket_writer import DirectWriter, chunk
+from .stats import Counters
+from .stream import Stream, shutdown
+
+log = logging.getLogger("flask_sse_stream")
+
+OPENING = b": flask_sse_stream\n"
+KEEPALIVE = b": keep-alive\n\n"
+KEEPALIVE_CHUNK = chunk(KEEPALIVE)
+
+
+class StreamBody(Iterator[bytes]):
+    """The WSGI body of one stream.
+
+    The first item (opening comment and replay) goes through the server, which
+    writes the headers with it. After that, under gevent with a server whose
+    socket and framing are known (``direct``), the body writes the chunks
+    itself and senders may write to the socket directly; otherwise each item
+    is one write of every pending event joined.
+    """
+
+    __slots__ = ("_fanout", "_stream", "_first", "_keepalive", "_direct", "_counters")
+
+    def __init__(self, fanout: Fanout, stream: Stream, first: bytes, keepalive: float, direct: Any = None) -> None:
+        self._fanout = fanout
+        self._stream = stream
+        self._first: bytes | None = first
+        self._keepalive = keepalive
+        self._direct = direct
+        self._counters: Counters = stream.counters
+
+    def __next__(self) -> bytes:
+        data = self._next()
+        self._counters.bytes_written += len(data)
+        return data
+
+    def _next(self) -> bytes:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        if self._direct is not None:
+            self._write_directly(self._direct)
+            raise StopIteration
+        events = self._stream.take(self._keepalive)
+        if events is None:
+            raise StopIteration
+        if not events:
+            return KEEPALIVE
+        if len(events) == 1:
+            return events[0].frame
+        return b"".join([event.frame for event in events])
+
+    def _write_directly(self, sock: Any) -> None:
+        # The server has written the headers and the first item: it waits for
+        # the next one, so the socket is ours until this returns.
+        stream = self._stream
+        writer = stream.writer = DirectWriter(stream, sock._sock)
+        while (data := writer.take_chunk(self._keepalive, KEEPALIVE_CHUNK)) is not None:
+            try:
+                sock.sendall(data)
+            except OSError:
+                stream.close()  # the client is gone
+                return
+            self._counters.bytes_written += len(data)
+            writer.wrote()
+
+    def close(self) -> None:
+        stream = self._stream
+        stream.finished = True
+        self._fanout.remove(stream)
+        stream.close()
+        log.debug("closed a stream of %s for %s", ", ".join(stream.channels), stream.remote_addr)
+        if stream.hangup:
+            # The server has written the end of the response by now (WSGI
+            # calls close() last): end the connection too.
+            stream.shutdown_socket()
+
+
+class Hangup(Iterator[bytes]):
+    """A stream that ends after its opening and closes its connection."""
+
+    def __init__(self, sock: Any) -> None:
+        self._first: bytes | None = OPENING + b"\n"
+        self._socket = sock
+
+    def __next__(self) -> bytes:
+        first, self._first = self._first, None
+        if first is None:
+            raise StopIteration
+        return first
+
+    def close(self) -> None:
+        if self._socket is not None:
+            shutdown(self._socket)

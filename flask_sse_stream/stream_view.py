@@ -1,0 +1,123 @@
+"""The stream endpoint: request checks, CORS, subscribing and the replay, then live events.
+
+The view runs in the request context only to check the request and to
+subscribe; the body it returns needs no context, so a stream does not keep
+the request context (and its memory) alive for its whole life.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response, request
+
+from .config import CorsOrigins
+from .core import SSECore
+from .event import reset_frame
+from .gunicorn_worker import shutting_down
+from .stream import Stream
+from .stream_body import OPENING, Hangup, StreamBody
+from .stream_request import (
+    BadRequest,
+    check_one_channel,
+    cors_headers,
+    direct_socket,
+    parse_channels,
+    parse_query,
+    resume_point,
+    socket_of,
+    tune,
+)
+
+#: Seconds a client refused for load should wait (``Retry-After``).
+RETRY_AFTER = 5
+_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+log = logging.getLogger("flask_sse_stream")
+
+
+def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = None) -> Response:
+    """Answer a request to the stream endpoint (any method), for ``cors_origins``."""
+    headers = cors_headers(cors_origins, request.headers.get("Origin"))
+    method = request.method
+    if method == "OPTIONS":
+        if "Access-Control-Allow-Origin" in headers:
+            headers["Access-Control-Allow-Methods"] = "GET"
+            headers["Access-Control-Allow-Headers"] = "Last-Event-ID, Cache-Control"
+        return Response(status=204, headers=headers)
+    if method not in ("GET", "HEAD"):
+        message = f"{method} is not allowed here; the stream answers GET (and HEAD, OPTIONS)"
+        return refuse(405, message, headers, {"Allow": "GET, HEAD, OPTIONS"})
+    try:
+        query = parse_query(request.environ.get("QUERY_STRING", ""))
+        channels = parse_channels(query)
+        if core.one_channel:
+            check_one_channel(query)
+    except BadRequest as error:
+        return refuse(400, str(error), headers)
+    for channel in channels:
+        for authorize in core.authorizers:
+            if not authorize(channel):
+                return refuse(403, f"channel {channel!r} is not open to this request", headers)
+    headers.update(_STREAM_HEADERS)
+    if method == "HEAD":
+        return Response(status=200, headers=headers)
+    return _open(core, channels, resume_point(request.environ, query), headers, server)
+
+
+def _open(
+    core: SSECore, channels: tuple[str, ...], after: int | None, headers: dict[str, str], server: object
+) -> Response:
+    settings = core.settings
+    environ = request.environ
+    sock = socket_of(environ)
+    if sock is not None:
+        tune(sock, settings.keepalive)
+    if shutting_down():
+        # This worker is ending: open the stream and end it at once, so the
+        # browser reconnects (with Last-Event-ID) to a worker that stays.
+        return _hangup(sock, headers)
+    stream = Stream(channels, request.remote_addr, settings.queue_size, sock, server, core.counters)
+    if not core.fanout.add(stream, settings.max_connections):
+        core.counters.streams_refused += 1
+        log.warning("refused a stream from %s: %d streams are open", request.remote_addr, settings.max_connections)
+        message = f"this process serves its limit of {settings.max_connections} streams"
+        return refuse(503, message, headers, {"Retry-After": str(RETRY_AFTER)})
+    try:
+        replay = core.open_stream(stream, after)
+    except ConnectionError as error:
+        # A browser gives up for good on any status but 200: open the stream
+        # and end it, so it comes back (with Last-Event-ID) after its retry time.
+        core.fanout.remove(stream)
+        log.warning("ended a new stream at once: %s", error)
+        return _hangup(sock, headers)
+    except BaseException:
+        core.fanout.remove(stream)
+        raise
+    log.debug("opened a stream of %s for %s", ", ".join(channels), request.remote_addr)
+    first = [OPENING]
+    if settings.retry is not None:
+        first.append(b"retry: %d\n" % settings.retry)
+    first.append(b"\n")
+    if replay.reset:
+        first.append(reset_frame(settings.reset_event))
+    first.extend(event.frame for event in replay.events)
+    direct = direct_socket(environ, sock) if settings.direct_writes else None
+    body = StreamBody(core.fanout, stream, b"".join(first), settings.keepalive, direct)
+    return Response(body, status=200, headers=headers, direct_passthrough=True)
+
+
+def _hangup(sock: object, headers: dict[str, str]) -> Response:
+    """200, an opening, the end: the browser reconnects (with Last-Event-ID) after its retry time."""
+    return Response(Hangup(sock), status=200, headers=headers, direct_passthrough=True)
+
+
+def refuse(status: int, message: str, headers: dict[str, str], extra: dict[str, str] | None = None) -> Response:
+    response = Response(message + "\n", status=status, headers=headers, content_type="text/plain; charset=utf-8")
+    if extra:
+        response.headers.update(extra)
+    return response

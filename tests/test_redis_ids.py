@@ -1,0 +1,142 @@
+"""Redis ids never go back, and no stream loses or repeats an event, when Redis loses data.
+
+Redis can come back with less than it had: restarted without persistence,
+restored from an older snapshot, or with the id key deleted or evicted. Every
+process of the app remembers the highest id it has seen and moves the counter
+past it, so an id is never given to two events; a stream that could have
+missed something is told (the reset event) and given the store again.
+
+Each test has its own redis-server; the app runs on gevent's WSGIServer in a
+thread of the test process; the clients reconnect as browsers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from flask_sse_stream import SSE
+from tests.support.redis_server import RedisServer
+from tests.support.resuming import RESET, ResumingClient, after_last_reset, assert_each_once_in_order
+from tests.support.waiting import wait_until
+
+END = "end-of-test"
+
+
+@pytest.fixture
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def new_app(make_app) -> Iterator[Callable[..., tuple[Flask, SSE]]]:
+    made: list[SSE] = []
+
+    def make(server: RedisServer, **config: Any) -> tuple[Flask, SSE]:
+        app, sse = make_app(SSE_REDIS_URL=server.url, SSE_KEEPALIVE=0.2, **config)
+        made.append(sse)
+        return app, sse
+
+    yield make
+    for sse in made:
+        sse.close()
+
+
+@pytest.fixture
+def browsers() -> Iterator[Callable[..., ResumingClient]]:
+    opened: list[ResumingClient] = []
+
+    def open_(port: int, path: str = "/stream", last_event_id: str = "") -> ResumingClient:
+        browser = ResumingClient(port, path, last_event_id)
+        opened.append(browser)
+        return browser
+
+    yield open_
+    for browser in opened:
+        browser.close()
+
+
+def send(sse: SSE, label: str, count: int, channel: str = "sse") -> list[tuple[int | None, str]]:
+    """``count`` id'd events ``<label>1``...; each retried until Redis takes it (it may be coming back)."""
+    sent = []
+    for n in range(1, count + 1):
+        data = f"{label}{n}"
+        for _ in range(100):
+            try:
+                sent.append((sse.send_new_event(data=data, id=True, channel=channel), data))
+                break
+            except ConnectionError:
+                wait_until(lambda: True, 0.05)
+        else:
+            raise AssertionError(f"Redis never took {data!r}")
+    return sent
+
+
+def test_ids_go_on_past_the_highest_seen_after_a_restore_from_an_older_snapshot(
+    redis_server, new_app, serve, browsers
+) -> None:
+    app, sse = new_app(redis_server)
+    browser = browsers(serve(app).port)
+    before = send(sse, "old", 3)
+    with redis_server.client() as client:
+        client.save()  # the snapshot: ids 1-3
+    before += send(sse, "old", 2)
+    assert [id for id, _ in before] == [1, 2, 3, 4, 5]
+    browser.read_until_data("old2")
+
+    redis_server.stop()
+    redis_server.start()  # from the snapshot: the counter says 3
+    new = send(sse, "new", 3)
+    end = send(sse, END, 1)
+
+    assert all(id is not None and id > 5 for id, _ in new + end), new
+    items = browser.read_until_data(f"{END}1")
+    assert_each_once_in_order(items, [*new, *end])
+
+
+@pytest.mark.parametrize("sender", ["same process", "a process that saw nothing"])
+def test_ids_go_on_past_the_highest_seen_after_the_id_key_is_deleted(
+    redis_server, new_app, serve, browsers, sender: str
+) -> None:
+    app, sse = new_app(redis_server)
+    browser = browsers(serve(app).port)
+    before = send(sse, "old", 5)
+    browser.read_until_data("old5")
+
+    with redis_server.client() as client:
+        client.delete("sse:id")  # as an allkeys-* maxmemory policy may evict it
+    other_app, other_sse = new_app(redis_server)
+    sender_sse = sse if sender == "same process" else other_sse
+    new = send(sender_sse, "new", 3)
+    end = send(sse, END, 1)
+
+    given = [id for id, _ in before + new + end]
+    assert len(set(given)) == len(given), f"an id given twice: {given}"
+    items = browser.read_until_data(f"{END}1")
+    assert_each_once_in_order(items, [*new, *end])
+
+
+def test_a_client_resuming_after_redis_restarted_empty_gets_each_new_event_once(
+    redis_server, new_app, serve, browsers
+) -> None:
+    app, sse = new_app(redis_server)
+    port = serve(app).port
+    browsers(port, "/stream?channel=other")  # this process's subscription is live
+    send(sse, "old", 20)
+
+    redis_server.stop()
+    redis_server.start()  # empty
+    new = send(sse, "new", 2)
+    browser = browsers(port, "/stream", last_event_id="20")  # a browser reconnecting
+    end = send(sse, END, 1)
+
+    assert all(id is not None and id > 20 for id, _ in new + end), new
+    items = browser.read_until_data(f"{END}1")
+    assert_each_once_in_order(items, [*new, *end])
+    assert items.count(RESET) <= 1, items
+    assert len(after_last_reset(items)) == len({id for id, _ in after_last_reset(items)}), items
