@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import gevent
 
@@ -25,13 +25,19 @@ from .concurrency import GeventWaker, Home, ThreadWaker, in_gevent, new_waker, t
 from .event import Event
 from .stats import Counters
 
-if TYPE_CHECKING:
-    from .socket_writer import DirectWriter
-
 log = logging.getLogger("flask_sse_stream")
 
 #: Seconds a stream told to end may take to finish its write before its connection is cut.
 GRACE = 0.5
+
+
+class Writer(Protocol):
+    """Writes a stream's events to its socket from the loop of one thread (see socket_writer)."""
+
+    thread: int
+
+    def mark(self) -> None:
+        """Have the pending events written at the loop's next turn; from that thread only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +87,7 @@ class Stream:
         # The client has every id'd event up to this id (its replay): drop queued copies.
         self._upto = 0
         #: Direct writes to its socket, under gevent (see socket_writer).
-        self.writer: DirectWriter | None = None
+        self.writer: Writer | None = None
         self.counters = counters or Counters()
 
     def __repr__(self) -> str:

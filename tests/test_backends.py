@@ -23,7 +23,7 @@ import pytest
 from flask import Flask
 
 from flask_sse_stream import SSE
-from flask_sse_stream.backends.redis import POOL_SIZE
+from flask_sse_stream.backends.redis_connection import POOL_SIZE
 from flask_sse_stream.core import core_of
 from tests.support.redis_server import RedisServer
 from tests.support.streams import END, until_end
@@ -62,6 +62,26 @@ def assert_reset(message, name: str = "sse-reset") -> None:
     assert message.event == name, message.lines
     assert message.data == ""
     assert not any(line.startswith("id") for line in message.lines), message.lines
+
+
+def send_while_reading(monkeypatch, app: Flask, sse: SSE, after_read: bool) -> list[int | None]:
+    """A race made deterministic: each stream's read of the store sends an id'd "during" event.
+
+    Before it reads, or with ``after_read`` right after it (before the stream
+    has written anything). Returns the ids of those sends as they happen.
+    """
+    backend = core_of(app).backend
+    original = backend.read_store
+    sent: list[int | None] = []
+
+    def read_with_a_send(channels):
+        if after_read:
+            facts = original(channels)
+        sent.append(sse.send_new_event(data="during", id=True))
+        return facts if after_read else original(channels)
+
+    monkeypatch.setattr(backend, "read_store", read_with_a_send)
+    return sent
 
 
 def describe_run(got: list, expected: list) -> str:
@@ -318,17 +338,7 @@ class BackendContract:
         # the replay runs; without one, the replay is what starts it.
         other = [client_for(server.port, "/stream?channel=other") for _ in range(others)]
         send_to(sse, ["sse", "sse"])
-        backend = core_of(app).backend
-        original = backend.read_store
-        sent = []
-
-        def replay_with_a_send(channels):
-            if moment == "after-reading":
-                replay = original(channels)
-            sent.append(sse.send_new_event(data="during", id=True))
-            return replay if moment == "after-reading" else original(channels)
-
-        monkeypatch.setattr(backend, "read_store", replay_with_a_send)
+        sent = send_while_reading(monkeypatch, app, sse, after_read=moment == "after-reading")
 
         client = client_for(server.port)
         sse.send_new_event(data="after", id=True)
@@ -351,17 +361,7 @@ class BackendContract:
         server = serve(app)
         client_for(server.port, "/stream?channel=other")  # this process's subscription is live
         send_to(sse, ["sse", "sse"])
-        backend = core_of(app).backend
-        original = backend.read_store
-        sent = []
-
-        def replay_with_a_send(channels):
-            if moment == "after-reading":
-                replay = original(channels)
-            sent.append(sse.send_new_event(data="during", id=True))
-            return replay if moment == "after-reading" else original(channels)
-
-        monkeypatch.setattr(backend, "read_store", replay_with_a_send)
+        sent = send_while_reading(monkeypatch, app, sse, after_read=moment == "after-reading")
 
         client = client_for(server.port, "/stream", {"Last-Event-ID": "1000"})
         sse.send_new_event(data="after", id=True)

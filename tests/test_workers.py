@@ -32,7 +32,7 @@ from typing import Any
 import psutil
 import pytest
 
-from flask_sse_stream.backends.redis import POOL_SIZE
+from flask_sse_stream.backends.redis_connection import POOL_SIZE
 from tests.support.client import Message, StreamClient
 from tests.support.redis_server import RedisServer
 from tests.support.servers import PYTHON, ProcessServer, free_port

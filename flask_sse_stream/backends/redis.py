@@ -11,83 +11,47 @@ Every process remembers the highest id it has seen, and each send carries
 it: if Redis comes back with a counter below it, the counter is moved past
 it before an id is given, so an id this process has seen is never given
 again.
-
-redis-py's sockets belong to the thread that made them: in a monkey-patched
-process, a call from a native OS thread is handed to the hub thread that owns
-them; in an unpatched one, a greenlet hands it to its hub's thread pool.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from gevent.monkey import is_module_patched
-
-from ..concurrency import Home, allocate_lock, off_the_hub
+from ..concurrency import allocate_lock
 from ..config import Settings
 from ..event import Event, frame_with_id
 from ..fanout import Fanout
-from ..redact import redact_url
 from ..replay import StoreFacts
 from ..single_flight import SingleFlight
 from . import redis_scripts
+from .redis_connection import RedisConnections
+from .redis_listener import Listener
 
-try:
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-except ImportError as error:  # pragma: no cover - depends on the environment
-    raise ImportError("SSE_REDIS_URL needs redis-py: pip install 'flask-sse-stream[redis]'") from error
-
-log = logging.getLogger("flask_sse_stream.redis")
 T = TypeVar("T")
-
-#: Seconds a command may take before ``send_new_event`` gives up with an error.
-COMMAND_TIMEOUT = 5.0
-#: Connections to Redis per process, the subscription's included: the rest
-#: serve sending and reading the store.
-POOL_SIZE = 8
-#: Seconds to wait for a connection to Redis.
-CONNECT_TIMEOUT = 2.0
 
 
 class RedisBackend:
     def __init__(self, settings: Settings, fanout: Fanout) -> None:
         if settings.redis_url is None:
             raise ValueError("the Redis backend needs SSE_REDIS_URL")
-        #: The URL without its password, for messages and logs.
-        self.url = redact_url(settings.redis_url)
+        self.connections = RedisConnections(settings.redis_url)
+        self.url = self.connections.url
         self.fanout = fanout
         self.max_history = settings.max_history
         self._prefix = settings.redis_prefix
         self._ttl_ms = int(settings.history_ttl * 1000) if settings.history_ttl else 0
         self._tombstone_ms = int(settings.tombstone_ttl * 1000)
         self.events_key = self.key("events")
-        # A bounded pool: streams that open at once wait for a connection
-        # instead of each opening its own, so the connections held do not
-        # grow with the number of clients.
-        pool = redis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=POOL_SIZE,
-            timeout=COMMAND_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self.client = redis.Redis.from_pool(pool)  # closing the client closes the pool
-        self._send = self.client.register_script(redis_scripts.SEND)
-        self._move_past = self.client.register_script(redis_scripts.MOVE_PAST)
-        self._read = self.client.register_script(redis_scripts.READ)
-        # Where the pool's gevent sockets live, in a monkey-patched process.
-        self._home = Home() if is_module_patched("socket") else None
+        client = self.connections.client
+        self._send = client.register_script(redis_scripts.SEND)
+        self._move_past = client.register_script(redis_scripts.MOVE_PAST)
+        self._read = client.register_script(redis_scripts.READ)
         #: The highest id this process has seen: given, received or read.
         self.seen = 0
         self._lock = allocate_lock()
-        self._listener: Any = None
+        self._listener: Listener | None = None
         self._flights: SingleFlight[tuple[str, ...], StoreFacts] = SingleFlight()
 
     # -- sending ------------------------------------------------------------
@@ -172,10 +136,8 @@ class RedisBackend:
         keys = [self.key("id"), self.events_key, self.key("lost")]
         return int(self.call("repair the id counter", lambda: self._move_past(keys=keys, args=[floor])))
 
-    def listener(self) -> Any:
+    def listener(self) -> Listener:
         """This process's subscription, started (or started again) if it is not running."""
-        from .redis_listener import Listener
-
         with self._lock:
             listener = self._listener
             if listener is None or not listener.serves_this_process():
@@ -193,23 +155,12 @@ class RedisBackend:
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
-        self.client.close()
+        self.connections.close()
 
     # -- internals ----------------------------------------------------------
 
     def call(self, action: str, command: Callable[[], T]) -> T:
-        """Run a Redis command where its sockets live; redis-py's errors as :class:`ConnectionError`."""
-        with self.unavailable(action):
-            if self._home is not None:
-                return self._home.run(command)
-            return off_the_hub(command)
-
-    @contextmanager
-    def unavailable(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except redis.RedisError as error:
-            raise ConnectionError(f"could not {action}: Redis at {self.url} is unavailable ({error})") from error
+        return self.connections.call(action, command)
 
     def key(self, kind: str, channel: str | None = None) -> str:
         return f"{self._prefix}:{kind}" if channel is None else f"{self._prefix}:{kind}:{channel}"

@@ -25,17 +25,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
 import gevent
-import redis
 
 from ..event import Event, frame_with_id
+from ..fanout import Fanout
 from ..replay import StoreFacts, missed, plan
-from .redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT
-
-if TYPE_CHECKING:
-    from .redis import RedisBackend
+from .redis_connection import COMMAND_TIMEOUT, CONNECT_TIMEOUT, CONNECTION_ERRORS, RedisConnections
 
 log = logging.getLogger("flask_sse_stream.redis")
 
@@ -43,8 +41,24 @@ log = logging.getLogger("flask_sse_stream.redis")
 RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
+class Subscriber(Protocol):
+    """What the listener needs of the Redis backend."""
+
+    connections: RedisConnections
+    fanout: Fanout
+    events_key: str
+    max_history: int
+    seen: int
+
+    def read(self, channels: Sequence[str], marker: str = "") -> StoreFacts: ...
+
+    def move_past(self, floor: int) -> int: ...
+
+    def saw(self, id: int) -> None: ...
+
+
 class Listener:
-    def __init__(self, backend: RedisBackend) -> None:
+    def __init__(self, backend: Subscriber) -> None:
         self.pid = os.getpid()
         self._backend = backend
         self._fanout = backend.fanout
@@ -86,7 +100,7 @@ class Listener:
         """Start a runner unless one runs, in the thread that owns the Redis sockets."""
         if self.running():
             return
-        home = self._backend._home
+        home = self._backend.connections.home
         if home is not None and not home.here():
             home.soon(self.keep_running)
             return
@@ -115,7 +129,7 @@ class Listener:
                 lambda: self._subscribed or self._attempts > attempts, CONNECT_TIMEOUT + COMMAND_TIMEOUT
             )
             if not self._subscribed:
-                raise ConnectionError(f"could not subscribe to Redis at {self._backend.url}")
+                raise ConnectionError(f"could not subscribe to Redis at {self._backend.connections.url}")
 
     def _attempted(self, subscribed: bool) -> None:
         with self._changed:
@@ -126,7 +140,7 @@ class Listener:
     def _run(self) -> None:
         failures = 0
         while not self._stopping:
-            pubsub = self._backend.client.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self._backend.connections.client.pubsub()  # type: ignore[no-untyped-call]
             try:
                 pubsub.subscribe(self._backend.events_key)
                 while pubsub.get_message(timeout=COMMAND_TIMEOUT) is None:
@@ -153,12 +167,10 @@ class Listener:
                     pass
 
     def _failed(self, error: BaseException) -> None:
-        # redis-py reports a connection that went away as a RedisError, or as
-        # an OSError/ValueError from a socket closed under it.
-        if not isinstance(error, (redis.RedisError, OSError, ValueError)):
+        if not isinstance(error, CONNECTION_ERRORS):
             log.error("the Redis listener failed; resubscribing", exc_info=error)
         elif self._subscribed and not self._lost_logged:
-            log.warning("lost the Redis subscription at %s: %s; resubscribing", self._backend.url, error)
+            log.warning("lost the Redis subscription at %s: %s; resubscribing", self._backend.connections.url, error)
         self._lost_logged = True  # one line per loss, not one per attempt
 
     # -- recovery -------------------------------------------------------------
@@ -175,7 +187,9 @@ class Listener:
         if first:
             self._window_channels = frozenset()  # streams read the store after this: no copies to drop
         elif self._missed_too_much(facts, lost):
-            log.warning("Redis at %s lost data: open streams end and resume from their last id", backend.url)
+            log.warning(
+                "Redis at %s lost data: open streams end and resume from their last id", backend.connections.url
+            )
             self._fanout.end_all_streams()
             self.delivered = max(self.delivered, backend.seen)
             self._window_channels = None
@@ -185,7 +199,7 @@ class Listener:
             self._window_channels = frozenset(channels) if backend.max_history else frozenset()
         if not first:
             self._fanout.counters.redis_reconnects += 1
-            log.warning("resubscribed to Redis at %s", backend.url)
+            log.warning("resubscribed to Redis at %s", backend.connections.url)
         self._recovered, self._lost_logged = True, False
         self._handled_lost = max(self._handled_lost, lost)
         self._marker, self._window_upto = marker.encode(), facts.last_id
