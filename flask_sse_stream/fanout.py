@@ -38,6 +38,10 @@ class Fanout:
         with self._lock:
             return list(self._channels)
 
+    def serves(self, channel: str) -> bool:
+        """Whether ``channel`` has streams here (without a lock: a stream that is being added may be missed)."""
+        return channel in self._channels
+
     def streams_by_channel(self) -> dict[str, int]:
         """How many streams each channel has here."""
         with self._lock:

@@ -30,6 +30,7 @@ ORDER = [
     "backends.memory",
     "backends.redis_scripts",
     "backends.redis_connection",
+    "backends.redis_subscription",
     "backends.redis_listener",
     "backends.redis",
     "backends",

@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import gevent
 
@@ -34,6 +35,7 @@ from ..event import Event, frame_with_id
 from ..fanout import Fanout
 from ..replay import StoreFacts, missed, plan
 from .redis_connection import COMMAND_TIMEOUT, CONNECT_TIMEOUT, CONNECTION_ERRORS, RedisConnections
+from .redis_subscription import Subscription
 
 log = logging.getLogger("flask_sse_stream.redis")
 
@@ -140,18 +142,17 @@ class Listener:
     def _run(self) -> None:
         failures = 0
         while not self._stopping:
-            pubsub = self._backend.connections.client.pubsub()  # type: ignore[no-untyped-call]
+            subscription = None
             try:
-                pubsub.subscribe(self._backend.events_key)
-                while pubsub.get_message(timeout=COMMAND_TIMEOUT) is None:
-                    pass  # the subscribe confirmation
+                subscription = Subscription(self._backend.connections)
+                subscription.send("SUBSCRIBE", self._backend.events_key)
+                early = self._confirmed(subscription)
                 self._recover()
                 self._attempted(True)
                 failures = 0
+                self._on_replies(early)
                 while not self._stopping:
-                    message = pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    if message is not None:
-                        self._on_message(message["data"])
+                    self._on_replies(subscription.read(1.0))
             except gevent.GreenletExit:
                 raise  # killed: the next stream or send starts a new runner
             except BaseException as error:  # noqa: BLE001 - whatever it was, subscribe again
@@ -161,10 +162,27 @@ class Listener:
                 self._kick.clear()
                 failures += 1
             finally:
-                try:
-                    pubsub.close()
-                except Exception:  # noqa: BLE001 - the connection may be gone already
-                    pass
+                if subscription is not None:
+                    try:
+                        subscription.close()
+                    except Exception:  # noqa: BLE001 - the connection may be gone already
+                        pass
+
+    @staticmethod
+    def _confirmed(subscription: Subscription) -> list[Any]:
+        """Wait for Redis to confirm the subscription; the messages that came with the confirmation."""
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while (left := deadline - time.monotonic()) > 0:
+            replies = subscription.read(left)
+            for n, reply in enumerate(replies):
+                if reply[0] == b"subscribe":
+                    return replies[n + 1 :]
+        raise ConnectionError(f"Redis did not confirm the subscription within {COMMAND_TIMEOUT} s")
+
+    def _on_replies(self, replies: list[Any]) -> None:
+        for reply in replies:
+            if reply[0] == b"message":
+                self._on_message(reply[2])
 
     def _failed(self, error: BaseException) -> None:
         if not isinstance(error, CONNECTION_ERRORS):
@@ -222,13 +240,17 @@ class Listener:
             self._before_marker(channel.decode(), int(id), frame)
         else:
             number = int(id)
-            if number > self.delivered:
-                self._deliver(channel.decode(), Event(number, None, None, None, frame_with_id(number, frame)))
-            else:
+            if number <= self.delivered:
                 # An id given again: the counter went back under a process that
                 # had not seen ours. Move it past; the control message that
                 # reports it ends the streams that may have missed something.
                 self._backend.move_past(max(self.delivered, self._backend.seen))
+                return
+            self.delivered = number
+            self._backend.saw(number)
+            name = channel.decode()
+            if self._fanout.serves(name):  # most messages, with per-user channels, are for other processes
+                self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
 
     def _before_marker(self, channel: str, id: int, frame: bytes) -> None:
         """A message published before the recovery's read: in that read, or not for these streams."""
