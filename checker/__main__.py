@@ -16,7 +16,8 @@ from pathlib import Path
 from .check import check
 from .history import History
 from .report import reproduce, summary, violations_text
-from .run import run
+from .run import plan, run
+from .senders import PATHS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="random when not given (printed)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--paths", default=None, help=f"narrow the sender paths (comma-separated: {','.join(PATHS)})")
+    parser.add_argument("--faults", default=None, help="narrow the fault kinds (comma-separated; see checker.nemesis)")
     parser.add_argument("--keep", type=Path, default=None, help="write the history here (on a violation)")
     parser.add_argument("--keep-always", action="store_true", help="with --keep: write it even without violations")
     parser.add_argument("--recheck", type=Path, default=None, help="check a kept history again; run nothing")
@@ -34,7 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return show(history, [])
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     print(f"seed {seed}", flush=True)
-    outcome = run(args.deployment, seed, args.seconds, args.clients)
+    paths = args.paths.split(",") if args.paths else None
+    faults = args.faults.split(",") if args.faults else None
+    outcome = run(plan(args.deployment, seed, args.seconds, args.clients, paths, faults))
     status = show(outcome.history, outcome.errors)
     if args.keep is not None and (status != 0 or args.keep_always):
         args.keep.mkdir(parents=True, exist_ok=True)

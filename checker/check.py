@@ -16,8 +16,9 @@ from .model import Model, Violation, short
 from .resets import reset_violations
 from .streams import loss_violations, order_violations, segments
 
-#: Ways a connection ends on the server's side (as opposed to the client's own close, RST or stop).
-SERVER_ENDS = ("server-end", "network")
+#: A clean end by the server (the last chunk, or a FIN). An RST (a "network" end) is not judged: TCP
+#: discards what was in flight, so the client cannot tell where the server's writes ended.
+CLEAN_END = "server-end"
 
 
 def check(history: History) -> list[Violation]:
@@ -31,6 +32,7 @@ def check(history: History) -> list[Violation]:
             out += event_violations(connection, model)
             out += reset_violations(connection, model)
             out += boundary_violations(connection, model)
+            out += status_violations(connection)
         for segment in segments(connections, model):
             out += order_violations(segment)
             out += loss_violations(segment, model)
@@ -109,8 +111,8 @@ def event_violations(connection: Connection, model: Model) -> list[Violation]:
 
 
 def boundary_violations(connection: Connection, model: Model) -> list[Violation]:
-    """A stream the server ended must end on an event boundary, unless its process was SIGKILLed."""
-    if not connection.partial or not connection.ended.startswith(SERVER_ENDS):
+    """A stream the server ended cleanly ends on an event boundary, unless its process was SIGKILLed."""
+    if not connection.partial or connection.ended != CLEAN_END:
         return []
     end = connection.end if connection.end is not None else float("inf")
     for fault in model.history.faults:
@@ -118,6 +120,15 @@ def boundary_violations(connection: Connection, model: Model) -> list[Violation]
             return []
     why = f"the stream ended ({connection.ended}) inside an event or a chunk: {connection.partial[:80]!r}"
     return [Violation("cut-inside-event", why, connection.client, connection.n)]
+
+
+def status_violations(connection: Connection) -> list[Violation]:
+    """A stream request is answered 200 (even while the store is unreachable: a browser gives up on others)."""
+    if connection.opened is None or connection.status == 200:
+        return []
+    text = " ".join(connection.error.split())[:160]
+    why = f"the stream request was answered {connection.status}: {text!r}"
+    return [Violation("stream-error", why, connection.client, connection.n)]
 
 
 def marker_violations(connections: list[Connection], model: Model) -> list[Violation]:

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 from .history import Connection, Received
 from .wire import StreamReader
 
-BEHAVIOURS = [("keep", 35), ("close", 20), ("rst", 15), ("stall", 15), ("pause", 15)]
+BEHAVIOURS = [("keep", 20), ("close", 25), ("rst", 15), ("stall", 15), ("pause", 25)]
 STALL_BUFFER = 4096
 
 
@@ -72,12 +72,14 @@ class Client(threading.Thread):
     def _connection(self, behaviour: str) -> float:
         """One connection, recorded; the pause before the next."""
         via = self.rng.choice(["header", "query"]) if self.last_id is not None else None
-        record = Connection(self.client, len(self.connections), self.channels, self.last_id, via, self.clock())
+        record = Connection(
+            self.client, len(self.connections), self.channels, self.last_id, via, self.clock(), behaviour
+        )
         self.connections.append(record)
         with self._lock:
             self.markers = set()
         reconnect = self.rng.uniform(0.05, 0.2)
-        read_for = self.rng.uniform(0.5, 4.0)
+        read_for = self.rng.uniform(0.3, 2.5)
         sock = socket.socket()
         if behaviour == "stall":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALL_BUFFER)
@@ -141,16 +143,14 @@ class Client(threading.Thread):
             record.ended = f"network: {type(error).__name__}"
             record.partial = reader.partial()
             return False
-        if not data:
-            record.ended = "server-end"
-            record.partial = reader.partial()
-            return False
-        self._take(reader.feed(data), reader, record)
-        if reader.finished:
-            record.ended = "server-end"
-            record.partial = reader.partial()
-            return False
-        return True
+        if data:
+            self._take(reader.feed(data), reader, record)
+        if data and not reader.finished:
+            return True
+        record.ended = "server-end"
+        record.partial = reader.partial()
+        record.error = reader.body.decode("utf-8", "replace")
+        return False
 
     def _drain(self, sock: socket.socket, reader: StreamReader, record: Connection) -> bool:
         """After a stall, read what is buffered: True if the server had ended the connection."""

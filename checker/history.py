@@ -54,6 +54,8 @@ class Connection:
     resume: int | None
     resume_via: str | None
     start: float
+    #: What the client drew to do on it: keep, close, rst, stall or pause (see ``clients``).
+    behaviour: str = ""
     #: When the response head was read (the stream is subscribed by then); None if it never was.
     opened: float | None = None
     status: int = 0
@@ -65,6 +67,8 @@ class Connection:
     #: What was left of an unfinished chunk, line or event when the server ended it ("" on a boundary).
     partial: str = ""
     events: list[Received] = field(default_factory=list)
+    #: The start of the body of an answer other than 200.
+    error: str = ""
 
 
 @dataclass
@@ -106,6 +110,10 @@ class Meta:
     history_ttl: float | None
     reset_event: str
     schedule: list[dict[str, Any]] = field(default_factory=list)
+    clients: int = 8
+    #: The sender paths and fault kinds the run was narrowed to (None: all).
+    paths: list[str] | None = None
+    faults: list[str] | None = None
 
 
 @dataclass

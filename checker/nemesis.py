@@ -49,12 +49,18 @@ def draw_config(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def draw_schedule(rng: random.Random, deployment: str, seconds: float) -> list[dict[str, Any]]:
-    """Faults at drawn times in the run, one after another; a snapshot restore draws its SAVE earlier."""
+def draw_schedule(
+    rng: random.Random, deployment: str, seconds: float, kinds: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Faults at drawn times in the run, one after another; a snapshot restore draws its SAVE earlier.
+
+    ``kinds`` narrows the faults to those of the deployment that it names (all of them by default).
+    """
+    allowed = [kind for kind in KINDS[deployment] if kinds is None or kind in kinds]
     schedule: list[dict[str, Any]] = []
     at = rng.uniform(0.5, 1.5)
-    while at < seconds - 1.0:
-        kind = rng.choice(KINDS[deployment])
+    while allowed and at < seconds - 1.0:
+        kind = rng.choice(allowed)
         step: dict[str, Any] = {"kind": kind, "at": round(at, 3), "down": round(rng.uniform(0.1, 1.0), 3)}
         if kind == "redis-snapshot-restore":
             save_at = round(max(0.2, at - rng.uniform(0.5, 3.0)), 3)

@@ -58,7 +58,11 @@ def reproduce(history: History) -> str:
     meta = history.meta
     steps = "\n".join(f"  {json.dumps(step)}" for step in meta.schedule) or "  (none)"
     done = "\n".join(f"  {f.start:8.3f}-{f.end:8.3f} {f.kind}: {f.detail}" for f in history.faults) or "  (none)"
+    narrowed = "".join(
+        f" --{name} {','.join(value)}" for name, value in (("paths", meta.paths), ("faults", meta.faults)) if value
+    )
     return (
         f"reproduce with: python -m checker --deployment {meta.deployment} --seed {meta.seed}"
-        f" --seconds {meta.seconds:g}\nschedule drawn from the seed:\n{steps}\nfaults as they happened:\n{done}"
+        f" --seconds {meta.seconds:g} --clients {meta.clients}{narrowed}\n"
+        f"schedule drawn from the seed:\n{steps}\nfaults as they happened:\n{done}"
     )

@@ -39,11 +39,18 @@ class Outcome:
     log: str = ""
 
 
-def plan(deployment: str, seed: int, seconds: float) -> Meta:
+def plan(
+    deployment: str,
+    seed: int,
+    seconds: float,
+    clients: int = 8,
+    paths: list[str] | None = None,
+    faults: list[str] | None = None,
+) -> Meta:
     """The configuration and schedule that ``seed`` draws, without running anything."""
     rng = random.Random(seed)
     config = draw_config(rng)
-    schedule = draw_schedule(rng, deployment, seconds)
+    schedule = draw_schedule(rng, deployment, seconds, faults)
     max_history = config["SSE_MAX_HISTORY"]
     return Meta(
         deployment=deployment,
@@ -55,20 +62,23 @@ def plan(deployment: str, seed: int, seconds: float) -> Meta:
         history_ttl=config["SSE_HISTORY_TTL"],
         reset_event="sse-reset",
         schedule=schedule,
+        clients=clients,
+        paths=paths,
+        faults=faults,
     )
 
 
-def run(deployment: str, seed: int, seconds: float, clients: int = 8) -> Outcome:
-    meta = plan(deployment, seed, seconds)
+def run(meta: Meta) -> Outcome:
+    """Run what ``meta`` (from ``plan``) describes."""
     with tempfile.TemporaryDirectory(prefix="sse-checker-") as directory:
-        running = start(deployment, Path(directory), meta.config)
+        running = start(meta.deployment, Path(directory), meta.config)
         try:
-            return _drive(running, meta, clients)
+            return _drive(running, meta)
         finally:
             running.stop()
 
 
-def _drive(running: Deployment, meta: Meta, count: int) -> Outcome:
+def _drive(running: Deployment, meta: Meta) -> Outcome:
     t0 = time.monotonic()
 
     def clock() -> float:
@@ -79,11 +89,21 @@ def _drive(running: Deployment, meta: Meta, count: int) -> Outcome:
     clients = [
         Client(f"client{n}", rng.sample(CHANNELS, rng.randint(1, 4)), random.Random(f"{seed}/client{n}"),
                running.port, clock)
-        for n in range(count)
+        for n in range(meta.clients)
     ]  # fmt: skip
     padding = random.Random(f"{seed}/padding").randint(100, 600)
     senders = [
-        Sender(f"s{n}", random.Random(f"{seed}/sender{n}"), running.port, CHANNELS, clock, TOKEN, padding, INTERVAL)
+        Sender(
+            f"s{n}",
+            random.Random(f"{seed}/sender{n}"),
+            running.port,
+            CHANNELS,
+            clock,
+            TOKEN,
+            padding,
+            INTERVAL,
+            meta.paths,
+        )
         for n in range(SENDERS)
     ]
     nemesis = Nemesis(running, meta.schedule, clients, clock)

@@ -47,7 +47,7 @@ def post(port: int, path: str, body: dict[str, Any], token: str | None = None) -
         try:
             answer = json.loads(raw) if raw else {}
         except ValueError:
-            answer = {"error": raw[:200].decode("utf-8", "replace")}
+            answer = {"error": "not JSON: " + " ".join(raw[:300].decode("utf-8", "replace").split())}
         return response.status, answer, response.getheader("X-Worker", "")
     finally:
         connection.close()
@@ -90,6 +90,7 @@ class Sender(threading.Thread):
         token: str,
         padding: int,
         interval: float,
+        paths: list[str] | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.sender = name
@@ -100,6 +101,7 @@ class Sender(threading.Thread):
         self.token = token
         self.padding = padding
         self.interval = interval
+        self.paths = paths or PATHS
         self.sends: list[Send] = []
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -108,7 +110,7 @@ class Sender(threading.Thread):
         try:
             n = 0
             while not self.stopping.wait(self.interval * self.rng.uniform(0.5, 1.5)):
-                via = self.rng.choice(PATHS)
+                via = self.rng.choice(self.paths)
                 channel = self.rng.choice(self.channels)
                 data = f"{self.sender}-{n}:" + "x" * self.padding
                 invoke = self.clock()

@@ -38,7 +38,7 @@ def segments(connections: list[Connection], model: Model) -> list[list[Piece]]:
     current: list[Piece] = []
     scope: int | None = None
     for connection in connections:
-        if connection.opened is None:
+        if connection.opened is None or connection.status != 200:
             continue
         same = scope is None or model.scope(connection.pid) == scope
         if not same and current:

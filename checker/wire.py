@@ -27,6 +27,8 @@ class StreamReader:
     headers: dict[str, str] = field(default_factory=dict)
     #: The body ended: the last chunk, or the whole Content-Length.
     finished: bool = False
+    #: The start of the body of an answer other than 200.
+    body: bytes = b""
     _head: bytes = b""
     _raw: bytes = b""  # body bytes not yet de-chunked
     _chunked: bool = True
@@ -51,6 +53,9 @@ class StreamReader:
             self._parse_head(head)
         self._raw += data
         self._dechunk()
+        if self.status != 200:
+            self.body, self._text = (self.body + self._text)[:2000], b""
+            return []  # an error page, not an event stream
         return self._lines()
 
     def _parse_head(self, head: bytes) -> None:
@@ -126,7 +131,9 @@ class StreamReader:
 
     def partial(self) -> str:
         """What an unfinished chunk, line or event holds ("" when the body so far ends on an event boundary)."""
-        parts = []
+        parts: list[str] = []
+        if self.status != 200:
+            return ""
         if not self.finished and (self._raw or (self._chunked and self._left is not None)):
             parts.append(f"chunk: {self._raw[:60]!r}")
         if self._text:
