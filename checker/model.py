@@ -80,6 +80,10 @@ class Model:
     def store_died_during(self, send: Send) -> bool:
         return any(f.kills_store and send.invoke <= f.start <= send.complete for f in self.history.faults)
 
+    def lost_since(self, send: Send, t: float) -> bool:
+        """A fault that loses data was not over when ``send`` was invoked, and had begun by ``t``."""
+        return any(f.loses_data and f.end >= send.invoke and f.start <= t for f in self.history.faults)
+
     def maybe_after(self, scope: int, channel: str, since: float) -> list[Send]:
         """Sends of ``channel`` that may have happened without a known id, invoked after ``since``."""
         return [

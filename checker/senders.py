@@ -76,7 +76,8 @@ def send_once(port: int, via: str, channel: str, data: str, token: str, with_id:
     fields: dict[str, Any] = {"status": status, "pid": pid}
     if status == 200:
         return {**fields, "outcome": OK, "id": answer.get("id")}
-    return {**fields, "outcome": FAILED, "error": str(answer.get("error")), "traceback": answer.get("traceback")}
+    error = " ".join(str(answer.get("error")).split())  # one line: greenlet's errors span several
+    return {**fields, "outcome": FAILED, "error": error, "traceback": answer.get("traceback")}
 
 
 class Sender(threading.Thread):

@@ -12,8 +12,10 @@ accepted send of ``c`` with an id below ``top``, invoked before ``top`` was
 received, must have arrived in the
 segment if (a) its id is above the piece's resume point (a connection that
 resumed without a reset, with a store), or (b) above the first id received on
-``c`` in the piece, or (c) it was invoked after the piece began (the stream is
-subscribed before its head is sent).
+``c`` in the piece (each store is a suffix of its channel's events), unless a
+fault that loses data came between its send and the piece, or (c) it was
+invoked after the piece began (the stream is subscribed before its head is
+sent).
 """
 
 from __future__ import annotations
@@ -107,7 +109,11 @@ def _missing(
     for send in model.accepted_below(scope, channel, top):
         if send.id is None:
             continue
-        bound = (floor is not None and send.id > floor) or send.invoke > piece.start
+        if piece.lower is not None:
+            bound = send.id > piece.lower or send.invoke > piece.start
+        else:  # a store is a suffix of its channel's events, unless a fault lost some since
+            stored = floor is not None and send.id > floor and not model.lost_since(send, piece.start)
+            bound = stored or send.invoke > piece.start
         if bound and send.invoke < seen_at and send.data not in received and (scope, send.id) not in model.twice:
             missing.append((send.id, send.data))
     return missing, floor, top
