@@ -20,7 +20,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 from .history import Connection, Received
-from .wire import StreamReader
+from .wire import Event, StreamReader
 
 BEHAVIOURS = [("keep", 20), ("close", 25), ("rst", 15), ("stall", 15), ("pause", 25)]
 STALL_BUFFER = 4096
@@ -160,7 +160,7 @@ class Client(threading.Thread):
                 return True
         return False
 
-    def _take(self, events: list, reader: StreamReader, record: Connection) -> None:
+    def _take(self, events: list[Event], reader: StreamReader, record: Connection) -> None:
         if reader.has_head and record.opened is None:
             record.opened = self.clock()
             record.status = reader.status

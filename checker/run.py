@@ -84,28 +84,7 @@ def _drive(running: Deployment, meta: Meta) -> Outcome:
     def clock() -> float:
         return round(time.monotonic() - t0, 4)
 
-    seed = meta.seed
-    rng = random.Random(f"{seed}/channels")
-    clients = [
-        Client(f"client{n}", rng.sample(CHANNELS, rng.randint(1, 4)), random.Random(f"{seed}/client{n}"),
-               running.port, clock)
-        for n in range(meta.clients)
-    ]  # fmt: skip
-    padding = random.Random(f"{seed}/padding").randint(100, 600)
-    senders = [
-        Sender(
-            f"s{n}",
-            random.Random(f"{seed}/sender{n}"),
-            running.port,
-            CHANNELS,
-            clock,
-            TOKEN,
-            padding,
-            INTERVAL,
-            meta.paths,
-        )
-        for n in range(SENDERS)
-    ]
+    clients, senders = _threads(running, meta, clock)
     nemesis = Nemesis(running, meta.schedule, clients, clock)
     for thread in [*clients, *senders, nemesis]:
         thread.start()
@@ -135,6 +114,22 @@ def _drive(running: Deployment, meta: Meta) -> Outcome:
     outcome.errors += [f"{t.name}: {t.error!r}" for t in [*clients, *senders, nemesis] if t.error is not None]
     outcome.log = running.log()
     return outcome
+
+
+def _threads(running: Deployment, meta: Meta, clock: Callable[[], float]) -> tuple[list[Client], list[Sender]]:
+    """The clients and senders of a run, each with its own generator drawn from the seed."""
+    seed = meta.seed
+    rng = random.Random(f"{seed}/channels")
+    clients = []
+    for n in range(meta.clients):
+        channels = rng.sample(CHANNELS, rng.randint(1, 4))
+        clients.append(Client(f"client{n}", channels, random.Random(f"{seed}/client{n}"), running.port, clock))
+    padding = random.Random(f"{seed}/padding").randint(100, 600)
+    senders = []
+    for n in range(SENDERS):
+        rng = random.Random(f"{seed}/sender{n}")
+        senders.append(Sender(f"s{n}", rng, running.port, CHANNELS, clock, TOKEN, padding, INTERVAL, meta.paths))
+    return clients, senders
 
 
 def _settle(running: Deployment) -> None:
