@@ -52,6 +52,8 @@ class Model:
         for sends in self._by_channel.values():
             sends.sort(key=lambda send: send.id)  # type: ignore[arg-type, return-value]
         self._ids = {key: [send.id for send in sends] for key, sends in self._by_channel.items()}
+        #: The data of every event received: a send seen in a stream happened, whatever its answer said.
+        self.observed = {event.data for c in history.connections for event in c.events}
         #: (scope, id) given to more than one send: reported once, left out of the loss rule.
         self.twice: set[tuple[int, int]] = set()
 
@@ -85,7 +87,7 @@ class Model:
         return any(f.loses_data and f.end >= send.invoke and f.start <= t for f in self.history.faults)
 
     def maybe_after(self, scope: int, channel: str, since: float) -> list[Send]:
-        """Sends of ``channel`` that may have happened without a known id, invoked after ``since``."""
+        """Sends of ``channel`` that may have happened (or did) without an accepted id, invoked after ``since``."""
         return [
             s
             for s in self.history.sends
@@ -93,6 +95,6 @@ class Model:
             and s.with_id
             and s.outcome != OK
             and s.invoke > since
-            and self.may_have_happened(s)
+            and (self.may_have_happened(s) or s.data in self.observed)
             and (not self.meta.ids_per_process or s.pid is None or self.scope(s.pid) == scope)
         ]
