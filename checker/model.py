@@ -86,6 +86,13 @@ class Model:
         """A fault that loses data was not over when ``send`` was invoked, and had begun by ``t``."""
         return any(f.loses_data and f.end >= send.invoke and f.start <= t for f in self.history.faults)
 
+    def loss_between(self, a: float, b: float | None) -> bool:
+        """A fault that loses data happened between the times ``a`` and ``b`` (False when ``b`` is unknown)."""
+        if b is None:
+            return False
+        low, high = min(a, b), max(a, b)
+        return any(f.loses_data and f.start <= high and f.end >= low for f in self.history.faults)
+
     def maybe_after(self, scope: int, channel: str, since: float) -> list[Send]:
         """Sends of ``channel`` that may have happened (or did) without an accepted id, invoked after ``since``."""
         return [

@@ -32,6 +32,8 @@ class Piece:
     start: float
     #: The resume point it is bound by, None when there is none (fresh, after a reset, no store).
     lower: int | None
+    #: The event the client had received with its resume point.
+    resumed: Received | None = None
     events: list[Received] = field(default_factory=list)
 
 
@@ -39,6 +41,7 @@ def segments(connections: list[Connection], model: Model) -> list[list[Piece]]:
     result: list[list[Piece]] = []
     current: list[Piece] = []
     scope: int | None = None
+    last: Received | None = None  # the last id'd event: the one the client resumes from
     for connection in connections:
         if connection.opened is None or connection.status != 200:
             continue
@@ -49,13 +52,15 @@ def segments(connections: list[Connection], model: Model) -> list[list[Piece]]:
         scope = model.scope(connection.pid)
         stored = model.meta.max_history != 0
         lower = connection.resume if same and stored else None
-        current.append(Piece(connection, connection.opened, lower))
+        resumed = last if last is not None and last.id == connection.resume else None
+        current.append(Piece(connection, connection.opened, lower, resumed))
         for event in connection.events:
             if event.event == model.meta.reset_event:
                 result.append(current)
                 current = [Piece(connection, event.t, None)]
-            else:
-                current[-1].events.append(event)
+                continue
+            current[-1].events.append(event)
+            last = event if event.id is not None else last
     result.append(current)
     return [segment for segment in result if segment]
 
@@ -100,37 +105,43 @@ def _missing(
     piece: Piece, channel: str, received: set[str], model: Model
 ) -> tuple[list[tuple[int, str]], int | None, float]:
     scope = model.scope(piece.connection.pid)
-    top, seen_at = _top(piece, channel, model)
+    top, seen_at, top_sent = _top(piece, channel, model)
     if top is None:
         return [], None, 0
     on_channel = [e.id for e in piece.events if e.id is not None and model.channel_of(e.data) == channel]
     floor = piece.lower if piece.lower is not None else min(on_channel, default=None)
+    resumed = model.by_data.get(piece.resumed.data) if piece.resumed is not None else None
+    resumed_sent = resumed.invoke if resumed is not None else None
     missing = []
     for send in model.accepted_below(scope, channel, top):
-        if send.id is None:
+        if send.id is None or send.invoke >= seen_at or send.data in received or (scope, send.id) in model.twice:
+            continue
+        # Ids compare only between sends that no fault losing data separates (ids may restart there).
+        if model.loss_between(send.invoke, top_sent):
             continue
         if piece.lower is not None:
-            bound = send.id > piece.lower or send.invoke > piece.start
+            bound = send.id > piece.lower and not model.loss_between(send.invoke, resumed_sent)
         else:  # a store is a suffix of its channel's events, unless a fault lost some since
-            stored = floor is not None and send.id > floor and not model.lost_since(send, piece.start)
-            bound = stored or send.invoke > piece.start
-        if bound and send.invoke < seen_at and send.data not in received and (scope, send.id) not in model.twice:
+            bound = floor is not None and send.id > floor and not model.lost_since(send, piece.start)
+        if bound or send.invoke > piece.start:
             missing.append((send.id, send.data))
     return missing, floor, top
 
 
-def _top(piece: Piece, channel: str, model: Model) -> tuple[float | None, float]:
-    """The bound below which the piece must hold every event of ``channel``, and when it was received.
+def _top(piece: Piece, channel: str, model: Model) -> tuple[float | None, float, float | None]:
+    """The bound below which the piece must hold every event of ``channel``, when it was received and sent.
 
     The final marker of the channel lifts the bound; otherwise it is the highest id received.
     """
     for event in piece.events:
         if model.marker_channel.get(event.data) == channel:
-            return INFINITY, event.t
-    received = [(event.id, event.t) for event in piece.events if event.id is not None]
+            return INFINITY, event.t, None
+    received = [(event.id, event.t, event.data) for event in piece.events if event.id is not None]
     if not received:
-        return None, 0.0
-    return max(received)
+        return None, 0.0, None
+    id, t, data = max(received)
+    send = model.by_data.get(data)
+    return id, t, send.invoke if send is not None else None
 
 
 def _loss(piece: Piece, channel: str, missing: list[tuple[int, str]], floor: int | None, top: float) -> Violation:
