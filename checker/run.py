@@ -1,0 +1,159 @@
+"""One run: a deployment, clients, senders and a nemesis drawn from a seed; the history they recorded.
+
+The seed draws the configuration, the fault schedule, each client's channels
+and behaviour and each sender's paths and channels (each thread has its own
+``random.Random``, so that what one draws does not depend on the others'
+timing). At the end the nemesis and the senders stop, the deployment
+settles, the clients read continuously, and live-only markers go to every
+channel, round after round, until every client has one on each of its
+channels.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .clients import Client
+from .deploy import TOKEN, Deployment, start, wait_until
+from .history import OK, History, Marker, Meta
+from .nemesis import DEFAULT_MAX_HISTORY, Nemesis, draw_config, draw_schedule
+from .senders import Sender, send_once
+
+CHANNELS = [f"c{n}" for n in range(6)]
+SENDERS = 4
+#: Seconds between two sends of one sender, on average.
+INTERVAL = 0.03
+MARKER_ROUNDS = 20
+
+
+@dataclass
+class Outcome:
+    history: History
+    #: Failures of the harness itself (a thread that raised, a deployment that never settled).
+    errors: list[str] = field(default_factory=list)
+    log: str = ""
+
+
+def plan(
+    deployment: str,
+    seed: int,
+    seconds: float,
+    clients: int = 8,
+    paths: list[str] | None = None,
+    faults: list[str] | None = None,
+) -> Meta:
+    """The configuration and schedule that ``seed`` draws, without running anything."""
+    rng = random.Random(seed)
+    config = draw_config(rng)
+    schedule = draw_schedule(rng, deployment, seconds, faults)
+    max_history = config["SSE_MAX_HISTORY"]
+    return Meta(
+        deployment=deployment,
+        seed=seed,
+        seconds=seconds,
+        config=config,
+        ids_per_process=deployment == "memory",
+        max_history=DEFAULT_MAX_HISTORY if max_history is None else max_history,
+        history_ttl=config["SSE_HISTORY_TTL"],
+        reset_event="sse-reset",
+        schedule=schedule,
+        clients=clients,
+        paths=paths,
+        faults=faults,
+    )
+
+
+def run(meta: Meta) -> Outcome:
+    """Run what ``meta`` (from ``plan``) describes."""
+    with tempfile.TemporaryDirectory(prefix="sse-checker-") as directory:
+        running = start(meta.deployment, Path(directory), meta.config)
+        try:
+            return _drive(running, meta)
+        finally:
+            running.stop()
+
+
+def _drive(running: Deployment, meta: Meta) -> Outcome:
+    t0 = time.monotonic()
+
+    def clock() -> float:
+        return round(time.monotonic() - t0, 4)
+
+    clients, senders = _threads(running, meta, clock)
+    nemesis = Nemesis(running, meta.schedule, clients, clock)
+    for thread in [*clients, *senders, nemesis]:
+        thread.start()
+    time.sleep(meta.seconds)  # the run itself
+    nemesis.stopping.set()
+    nemesis.join()
+    for sender in senders:
+        sender.stopping.set()
+    for sender in senders:
+        sender.join()
+    outcome = Outcome(History(meta))
+    try:
+        _settle(running)
+        for client in clients:
+            client.final.set()
+        outcome.history.markers = _final_markers(running, clients, clock)
+    except TimeoutError as error:
+        outcome.errors.append(f"the deployment did not settle: {error}")
+    for client in clients:
+        client.stopping.set()
+    for client in clients:
+        client.join()
+    history = outcome.history
+    history.sends = sorted((s for sender in senders for s in sender.sends), key=lambda s: s.invoke)
+    history.connections = [c for client in clients for c in client.connections]
+    history.faults = nemesis.faults
+    outcome.errors += [f"{t.name}: {t.error!r}" for t in [*clients, *senders, nemesis] if t.error is not None]
+    outcome.log = running.log()
+    return outcome
+
+
+def _threads(running: Deployment, meta: Meta, clock: Callable[[], float]) -> tuple[list[Client], list[Sender]]:
+    """The clients and senders of a run, each with its own generator drawn from the seed."""
+    seed = meta.seed
+    rng = random.Random(f"{seed}/channels")
+    clients = []
+    for n in range(meta.clients):
+        channels = rng.sample(CHANNELS, rng.randint(1, 4))
+        clients.append(Client(f"client{n}", channels, random.Random(f"{seed}/client{n}"), running.port, clock))
+    padding = random.Random(f"{seed}/padding").randint(100, 600)
+    senders = []
+    for n in range(SENDERS):
+        rng = random.Random(f"{seed}/sender{n}")
+        senders.append(Sender(f"s{n}", rng, running.port, CHANNELS, clock, TOKEN, padding, INTERVAL, meta.paths))
+    return clients, senders
+
+
+def _settle(running: Deployment) -> None:
+    """Until the deployment is whole again and answers a live-only send."""
+    running.wait_ready()
+
+    def answers() -> bool:
+        return send_once(running.port, "method", "settle", "settle", TOKEN, with_id=False)["outcome"] == OK
+
+    wait_until(answers, 20, "a live-only send accepted")
+
+
+def _final_markers(running: Deployment, clients: list[Client], clock: Callable[[], float]) -> list[Marker]:
+    used = sorted({channel for client in clients for channel in client.channels})
+    markers: list[Marker] = []
+    for round in range(MARKER_ROUNDS):
+        for channel in used:
+            data = f"final-{round}-{channel}"
+            invoke = clock()
+            sent = send_once(running.port, "method", channel, data, TOKEN, with_id=False)
+            markers.append(Marker(channel, data, invoke, clock(), sent["outcome"] == OK))
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            if all(client.connected_with_markers(set(client.channels)) for client in clients):
+                return markers
+            time.sleep(0.01)
+    return markers

@@ -1,0 +1,235 @@
+"""The fault-injecting checker (``checker/``): its rules on small made-up histories, then short real runs.
+
+The made-up histories each hold one deliberate anomaly (a duplicate, a loss,
+a reorder, wrong data, an id given twice, an unneeded reset, ...) that the
+checker must report, and clean ones, with resets that were needed, that it
+must not. The short runs start the real deployments (gunicorn on a private
+redis-server, and the in-process store on WSGIServer) with fixed seeds and
+assert that the checker finds nothing; on failure they print the seed and the
+fault schedule that reproduce the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from checker.check import check
+from checker.history import Connection, Fault, History, Marker, Meta, Received, Send
+from checker.report import reproduce, summary, violations_text
+from checker.run import plan, run
+from checker.wire import StreamReader
+
+
+def meta(max_history: int = 1000, ttl: float | None = None, per_process: bool = False) -> Meta:
+    return Meta("redis", 0, 10.0, {}, per_process, max_history, ttl, "sse-reset")
+
+
+def send(n: int, id: int | None, t: float, channel: str = "c0", outcome: str = "ok", pid: int = 1) -> Send:
+    status = {"ok": 200, "failed": 503}.get(outcome)
+    return Send("s0", n, "method", channel, f"s0-{n}", True, t, t + 0.01, outcome, id, pid, status, None, None)
+
+
+def connection(
+    n: int,
+    received: list[tuple[int | None, str]],
+    start: float,
+    resume: int | None = None,
+    channels: tuple[str, ...] = ("c0",),
+    pid: int = 1,
+    ended: str = "client-close",
+) -> Connection:
+    """A connection of client0 that received ``received`` (``"RESET"`` for a reset), each just after its send."""
+    events, t = [], start
+    for id, data in received:
+        t = max(t, SENT_AT.get(data, 0.0) + 0.05) + 0.001
+        name = "sse-reset" if data == "RESET" else "message"
+        events.append(Received(round(t, 3), id, name, "" if data == "RESET" else data))
+    via = "header" if resume else None
+    return Connection(
+        "client0", n, list(channels), resume, via, start, "keep", start, 200, pid, t + 0.01, ended, "", events
+    )
+
+
+#: When the made-up sends ``s0-n`` are invoked (``send(n, ...)`` at ``1.0 + n`` s), and the final marker.
+SENT_AT = {f"s0-{n}": 1.0 + n for n in range(20)} | {"final-0-c0": 9.0}
+
+
+def five_sends(channel: str = "c0") -> list[Send]:
+    return [send(n, n + 1, 1.0 + n, channel) for n in range(5)]
+
+
+def ids_data(ids: list[int]) -> list[tuple[int | None, str]]:
+    return [(id, f"s0-{id - 1}") for id in ids]
+
+
+def kinds(history: History) -> list[str]:
+    return sorted({violation.kind for violation in check(history)})
+
+
+# -- each anomaly is reported ---------------------------------------------------------------------------
+
+
+def test_a_clean_history_has_no_violation() -> None:
+    history = History(meta(), five_sends(), [connection(0, ids_data([1, 2, 3, 4, 5]), 0.5)])
+    assert check(history) == []
+
+
+def test_an_event_received_twice_is_a_duplicate() -> None:
+    history = History(meta(), five_sends(), [connection(0, ids_data([1, 2, 3, 3, 4, 5]), 0.5)])
+    [violation] = check(history)
+    assert violation.kind == "duplicate" and violation.ids == (3,) and violation.client == "client0"
+
+
+def test_an_accepted_event_missing_between_two_received_is_a_loss() -> None:
+    history = History(meta(), five_sends(), [connection(0, ids_data([1, 2, 4, 5]), 0.5)])
+    [violation] = check(history)
+    assert violation.kind == "loss" and violation.ids == (3,) and violation.data == ("s0-2",)
+
+
+def test_events_out_of_id_order_are_a_reorder() -> None:
+    history = History(meta(), five_sends(), [connection(0, ids_data([1, 3, 2, 4, 5]), 0.5)])
+    assert kinds(history) == ["out-of-order"]
+
+
+def test_an_id_with_the_data_of_another_send_is_wrong_data() -> None:
+    received = [*ids_data([1, 2]), (3, "s0-3"), *ids_data([5])]
+    history = History(meta(), five_sends(), [connection(0, received, 0.5)])
+    assert "wrong-id" in kinds(history)
+
+
+def test_an_id_accepted_for_two_sends_is_given_twice() -> None:
+    sends = [*five_sends(), send(5, 3, 6.0)]
+    history = History(meta(), sends, [])
+    [violation] = check(history)
+    assert violation.kind == "id-given-twice" and violation.ids == (3,)
+    assert violation.data == ("s0-2", "s0-5")
+
+
+def test_a_reset_the_store_did_not_need_is_reported() -> None:
+    first = connection(0, ids_data([1, 2]), 0.5)
+    again = connection(1, [(None, "RESET"), *ids_data([3, 4, 5])], 3.5, resume=2)
+    history = History(meta(), five_sends(), [first, again])
+    [violation] = check(history)
+    assert violation.kind == "unneeded-reset" and violation.connection == 1 and violation.ids == (2,)
+
+
+def test_a_resume_without_reset_that_skips_stored_events_is_a_loss() -> None:
+    first = connection(0, ids_data([1]), 0.5)
+    again = connection(1, ids_data([4, 5]), 5.5, resume=1)  # 2 and 3 were still stored: no reset, no replay
+    [violation] = check(History(meta(), five_sends(), [first, again]))
+    assert violation.kind == "loss" and violation.ids == (2, 3) and violation.connection == 1
+
+
+def test_an_event_whose_send_failed_must_not_arrive() -> None:
+    sends = [*five_sends(), send(5, None, 6.0, outcome="failed")]
+    history = History(meta(), sends, [connection(0, [*ids_data([1, 2, 3, 4, 5]), (6, "s0-5")], 0.5)])
+    assert kinds(history) == ["failed-send-delivered"]
+
+
+def test_a_failed_send_while_the_store_died_may_have_happened() -> None:
+    sends = [*five_sends(), send(5, None, 6.0, outcome="failed")]
+    crash = Fault("redis-restart-empty", 6.005, 6.5, loses_data=True, kills_store=True)
+    history = History(meta(), sends, [connection(0, [*ids_data([1, 2, 3, 4, 5]), (6, "s0-5")], 0.5)], [crash])
+    assert check(history) == []
+
+
+def test_data_nobody_sent_is_reported() -> None:
+    history = History(meta(), five_sends(), [connection(0, [*ids_data([1, 2, 3, 4, 5]), (6, "bogus")], 0.5)])
+    assert kinds(history) == ["unknown-event"]
+
+
+def test_a_stream_ended_cleanly_inside_an_event_is_reported_unless_its_process_was_killed() -> None:
+    cut = connection(0, ids_data([1, 2, 3, 4, 5]), 0.5, ended="server-end")
+    cut.partial = "event: ['id: 6']"
+    assert kinds(History(meta(), five_sends(), [cut])) == ["cut-inside-event"]
+    killed = Fault("worker-kill", 5.0, 5.1, killed_pids=[1])
+    assert check(History(meta(), five_sends(), [cut], [killed])) == []
+
+
+def test_a_client_connected_through_the_final_marker_must_have_every_event_before_it() -> None:
+    markers = [Marker("c0", "final-0-c0", 9.0, 9.01, True)]
+    late = connection(0, [*ids_data([1, 2, 3]), (None, "final-0-c0")], 0.5, ended="end-of-run")
+    [violation] = check(History(meta(), five_sends(), [late], markers=markers))
+    assert violation.kind == "loss" and violation.ids == (4, 5)
+    silent = connection(0, ids_data([1, 2, 3, 4, 5]), 0.5, ended="end-of-run")
+    assert kinds(History(meta(), five_sends(), [silent], markers=markers)) == ["final-marker-missing"]
+
+
+# -- needed resets and allowed gaps are not reported -------------------------------------------------------
+
+
+def test_a_reset_after_the_resume_point_was_evicted_is_justified() -> None:
+    first = connection(0, ids_data([1]), 0.5)
+    again = connection(1, [(None, "RESET"), *ids_data([4, 5])], 5.5, resume=1)  # 2 and 3 evicted
+    assert check(History(meta(max_history=2), five_sends(), [first, again])) == []
+
+
+def test_a_reset_after_the_resume_point_expired_is_justified() -> None:
+    first = connection(0, ids_data([1]), 0.5)
+    again = connection(1, [(None, "RESET"), *ids_data([4, 5])], 5.5, resume=1)
+    assert check(History(meta(ttl=2.0), five_sends(), [first, again])) == []
+
+
+def test_a_reset_after_a_fault_lost_data_is_justified() -> None:
+    first = connection(0, ids_data([1, 2]), 0.5)
+    again = connection(1, [(None, "RESET"), *ids_data([4, 5])], 5.5, resume=2)
+    loss = Fault("redis-restart-empty", 3.5, 3.8, loses_data=True, kills_store=True)
+    assert check(History(meta(), five_sends(), [first, again], [loss])) == []
+
+
+def test_a_reset_after_a_restarted_process_never_gave_the_id_is_justified() -> None:
+    old = [send(n, n + 1, 1.0 + n, pid=1) for n in range(5)]
+    new = [send(5 + n, n + 1, 6.0 + n, pid=2) for n in range(2)]
+    first = connection(0, ids_data([1, 2, 3, 4, 5]), 0.5, pid=1)
+    again = connection(1, [(None, "RESET"), (1, "s0-5"), (2, "s0-6")], 5.8, resume=5, pid=2)
+    restart = Fault("server-term", 5.5, 5.7, loses_data=True, kills_store=True)
+    assert check(History(meta(per_process=True), old + new, [first, again], [restart])) == []
+
+
+def test_nothing_stored_means_no_replay_and_no_reset() -> None:
+    first = connection(0, ids_data([1]), 0.5)
+    again = connection(1, ids_data([5]), 4.5, resume=1)  # 2-4 were sent while away: gone, rightly
+    assert check(History(meta(max_history=0), five_sends(), [first, again])) == []
+    reset = connection(1, [(None, "RESET"), *ids_data([5])], 4.5, resume=1)
+    assert kinds(History(meta(max_history=0), five_sends(), [first, reset])) == ["unneeded-reset"]
+
+
+def test_after_a_reset_each_channel_may_start_at_its_own_store() -> None:
+    sends = [send(n, n + 1, 1.0 + n, "c0" if n % 2 else "c1") for n in range(8)]
+    first = connection(0, [(1, "s0-0")], 0.5, channels=("c0", "c1"))
+    # c1 kept ids 5 and 7, c0 only 8: after the reset nothing before each store's start is owed.
+    again = connection(1, [(None, "RESET"), (5, "s0-4"), (7, "s0-6"), (8, "s0-7")], 9.5, 1, ("c0", "c1"))
+    assert check(History(meta(max_history=2), sends, [first, again])) == []
+
+
+def test_a_history_kept_as_json_lines_checks_the_same(tmp_path: Path) -> None:
+    history = History(meta(), five_sends(), [connection(0, ids_data([1, 2, 4, 5]), 0.5)], [Fault("redis-del-id", 1, 1)])
+    history.dump(tmp_path / "history.jsonl")
+    again = History.load(tmp_path / "history.jsonl")
+    assert again == history and check(again) == check(history)
+
+
+def test_the_reader_tells_a_clean_end_from_one_inside_an_event() -> None:
+    reader = StreamReader()
+    events = reader.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n: hello\n\n\r\n")
+    events += reader.feed(b"10\r\nid: 7\ndata: x\r\n\n\r\n0\r\n\r\n")
+    assert [(e.id, e.data) for e in events] == [(7, "x")] and reader.finished and reader.partial() == ""
+    cut = StreamReader()
+    cut.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nid: 7\ndata:")
+    assert cut.partial() != ""
+
+
+# -- short runs against the real deployments ---------------------------------------------------------------
+
+SHORT_RUNS = [("redis", 11), ("redis", 12), ("memory", 21), ("memory", 22)]
+
+
+@pytest.mark.parametrize(("deployment", "seed"), SHORT_RUNS)
+def test_short_run_finds_no_violation(deployment: str, seed: int) -> None:
+    outcome = run(plan(deployment, seed, seconds=6.0))
+    violations = check(outcome.history)
+    report = f"{summary(outcome.history)}\n{violations_text(violations)}\n{reproduce(outcome.history)}"
+    assert not outcome.errors, f"the harness failed: {outcome.errors}\n{report}"
+    assert not violations, report
