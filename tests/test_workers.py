@@ -527,7 +527,7 @@ def test_streams_outlive_redis_going_away_and_every_worker_resubscribes(
     after = running.publish(data="after", id="1", channel=channel).body["id"]
     running.publish(data="live after", channel=channel)
     running.publish(data=END, channel=channel)
-    assert after == stored[-1] + 1, f"the id after a loss of data is {after}, not {stored[-1] + 1}"
+    assert after > stored[-1], f"the id after a loss of data is {after}, after {stored[-1]} was given before"
     wrong = []
     for client in resumed:
         received = [(m.event, m.id, m.data) for m in until_end(client, running)]

@@ -25,19 +25,22 @@ from __future__ import annotations
 
 # When the counter is below the highest id some process has seen (Redis
 # restored from an older snapshot, restarted empty, the id key deleted or
-# evicted), move it past that id, and record that ids up to it may have been
-# lost, or given again by a process that had not seen them. Every process
-# learns it from the control message, in order with the events.
+# evicted), move it past every id given before: to the Redis clock in
+# microseconds, or past `floor` if that is higher. Another process may have
+# seen ids a little above `floor` that this one has not received yet; none is
+# anywhere near the clock (which would take a million events a second since
+# 1970). Ids up to there may have been lost with the data: that is recorded,
+# and every process learns it from the control message, in order with the
+# events.
 _MOVE_PAST = """
 local function move_past(id_key, events_key, lost_key, floor)
-  local lost = tonumber(redis.call('GET', lost_key) or '0')
-  if floor > lost then
-    lost = floor
-    redis.call('SET', lost_key, lost)
-  end
-  redis.call('SET', id_key, floor)
-  redis.call('PUBLISH', events_key, '\\nlost\\n' .. lost)
-  return lost
+  local t = redis.call('TIME')
+  local base = math.max(floor, t[1] * 1000000 + t[2])
+  local lost = math.max(base, tonumber(redis.call('GET', lost_key) or '0'))
+  redis.call('SET', lost_key, string.format('%.0f', lost))
+  redis.call('SET', id_key, string.format('%.0f', base))
+  redis.call('PUBLISH', events_key, '\\nlost\\n' .. string.format('%.0f', lost))
+  return string.format('%.0f', lost)
 end
 """
 
@@ -54,9 +57,9 @@ if ARGV[3] == '1' then
   if here > floor then floor = here end
   if current < floor then
     move_past(KEYS[1], KEYS[4], KEYS[5], floor)
-    current = floor
+    current = tonumber(redis.call('GET', KEYS[1]))
   end
-  id = current + 1
+  id = string.format('%.0f', current + 1)
   redis.call('SET', KEYS[1], id)
   if max > 0 then
     local t = redis.call('TIME')
@@ -104,7 +107,7 @@ local floor = tonumber(ARGV[1])
 if current < floor then
   return move_past(KEYS[1], KEYS[2], KEYS[3], floor)
 end
-return tonumber(redis.call('GET', KEYS[3]) or '0')
+return redis.call('GET', KEYS[3]) or '0'
 """
 )
 
@@ -122,7 +125,7 @@ if ttl > 0 then
   local first = redis.call('ZRANGEBYSCORE', KEYS[3], now - ttl - tomb, '+inf', 'LIMIT', 0, 1)
   if #first > 0 then forgotten = tonumber(first[1]) else forgotten = last_id end
 end
-local result = {last_id, tonumber(redis.call('GET', KEYS[2]) or '0'), forgotten, now}
+local result = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0', string.format('%.0f', forgotten), now}
 for i = 5, #KEYS, 2 do
   result[#result + 1] = redis.call('LRANGE', KEYS[i], 0, -1)
   result[#result + 1] = redis.call('HMGET', KEYS[i + 1], 'gone', 'last')

@@ -54,7 +54,11 @@ class StreamClient:
         if recv_buffer is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
         self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
+        try:
+            self.sock.connect((host, port))
+        except OSError:
+            self.sock.close()
+            raise
         self.timeout = timeout
         raw_path = path if isinstance(path, bytes) else path.encode()
         head = [b"%s %s HTTP/1.1" % (method.encode(), raw_path), b"Host: %s:%d" % (host.encode(), port)]
@@ -79,7 +83,11 @@ class StreamClient:
         self.headers: dict[str, str] = {}
         self.header_list: list[tuple[str, str]] = []
         if read_head:
-            self.read_head()
+            try:
+                self.read_head()
+            except (OSError, EOFError):
+                self.sock.close()
+                raise
 
     # -- HTTP ---------------------------------------------------------------
 

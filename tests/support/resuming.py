@@ -35,7 +35,10 @@ class ResumingClient:
         headers = {"Last-Event-ID": self.last_event_id} if self.last_event_id else {}
         client = StreamClient(self.port, self.path, headers)
         self.connections += 1
-        assert client.status == 200, (client.status, client.body())
+        if client.status != 200:
+            answer = (client.status, client.body())
+            client.close()
+            raise AssertionError(f"a reconnection was answered {answer}")
         return client
 
     def read_until(self, done: Callable[[list[Item]], bool], timeout: float = 20.0) -> list[Item]:
@@ -91,3 +94,11 @@ def assert_each_once_in_order(items: list[Item], expected: list[tuple[int | None
     assert all(a is not None and b is not None and a < b for a, b in zip(ids, ids[1:], strict=False)), items
     got = [event for event in events if event in expected]
     assert got == expected, f"expected {expected} once each, in order; received {items}"
+
+
+def assert_ids_went_past(ids: list[int | None], highest_before: int) -> None:
+    """Ids given after Redis lost data: above every id given before it, then one by one."""
+    assert all(id is not None for id in ids), ids
+    first = ids[0]
+    assert first is not None and first > highest_before, (ids, highest_before)
+    assert ids == list(range(first, first + len(ids))), ids
