@@ -9,8 +9,7 @@ described in :mod:`.redis_scripts`.
 
 Every process remembers the highest id it has seen, and each send carries
 it: if Redis comes back with a counter below it, the counter is moved past
-it before an id is given, so an id this process has seen is never given
-again.
+every id given before (see :mod:`.redis_scripts`) before an id is given.
 """
 
 from __future__ import annotations
