@@ -66,6 +66,7 @@ class Listener:
         self._fanout = backend.fanout
         self._lock = threading.Lock()
         self._runner: threading.Thread | None = None
+        self._subscription: Subscription | None = None
         self._stopping = False
         # Whether it has ever subscribed, and how many attempts have ended,
         # for streams that wait for it (under _changed).
@@ -114,6 +115,9 @@ class Listener:
     def stop(self) -> None:
         self._stopping = True
         self._kick.set()
+        subscription = self._subscription
+        if subscription is not None:
+            subscription.interrupt()
 
     def wait_subscribed(self) -> None:
         """Return once it has subscribed; if it has not yet, have it try now and raise if that fails.
@@ -142,9 +146,9 @@ class Listener:
     def _run(self) -> None:
         failures = 0
         while not self._stopping:
-            subscription = None
+            subscription = self._subscription = None
             try:
-                subscription = Subscription(self._backend.connections)
+                subscription = self._subscription = Subscription(self._backend.connections)
                 subscription.send("SUBSCRIBE", self._backend.events_key)
                 early = self._confirmed(subscription)
                 self._recover()
@@ -152,7 +156,7 @@ class Listener:
                 failures = 0
                 self._on_replies(early)
                 while not self._stopping:
-                    self._on_replies(subscription.read(1.0))
+                    self._on_replies(subscription.read())
             except gevent.GreenletExit:
                 raise  # killed: the next stream or send starts a new runner
             except BaseException as error:  # noqa: BLE001 - whatever it was, subscribe again
@@ -185,6 +189,8 @@ class Listener:
                 self._on_message(reply[2])
 
     def _failed(self, error: BaseException) -> None:
+        if self._stopping:
+            return  # stop() ended the connection
         if not isinstance(error, CONNECTION_ERRORS):
             log.error("the Redis listener failed; resubscribing", exc_info=error)
         elif self._subscribed and not self._lost_logged:

@@ -125,7 +125,8 @@ if ttl > 0 then
   local first = redis.call('ZRANGEBYSCORE', KEYS[3], now - ttl - tomb, '+inf', 'LIMIT', 0, 1)
   if #first > 0 then forgotten = tonumber(first[1]) else forgotten = last_id end
 end
-local result = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0', string.format('%.0f', forgotten), now}
+local last, lost = redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0'
+local result = {last, lost, string.format('%.0f', forgotten), now}
 for i = 5, #KEYS, 2 do
   result[#result + 1] = redis.call('LRANGE', KEYS[i], 0, -1)
   result[#result + 1] = redis.call('HMGET', KEYS[i + 1], 'gone', 'last')

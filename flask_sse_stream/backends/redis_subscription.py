@@ -15,8 +15,10 @@ disconnected when the subscription ends.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
+from ..stream import shutdown
 from .redis_connection import RedisConnections
 
 try:  # pragma: no branch - depends on the environment
@@ -98,23 +100,30 @@ def new_reader() -> Any:
 class Subscription:
     def __init__(self, connections: RedisConnections) -> None:
         self._pool = connections.client.connection_pool
+        self._home = connections.home
         self._connection: Any = self._pool.get_connection()
         self._reader = new_reader()
         self._socket: Any = self._connection._sock
+        _keep_alive(self._socket)
 
     def send(self, *command: str) -> None:
         """``SUBSCRIBE``, ``UNSUBSCRIBE``...; from the thread that reads."""
         self._connection.send_command(*command)
 
-    def read(self, timeout: float) -> list[Reply]:
-        """Every reply that has arrived within ``timeout`` seconds ([] if none); ConnectionError when it ends."""
-        self._socket.settimeout(timeout)
+    def read(self, timeout: float | None = None) -> list[Reply]:
+        """Every reply that has arrived (waiting up to ``timeout`` seconds, or for good); [] on timeout.
+
+        Raises :class:`ConnectionError` when the connection ends. Waiting for
+        good costs no timer per read: :meth:`interrupt` ends the wait.
+        """
+        if self._socket.gettimeout() != timeout:
+            self._socket.settimeout(timeout)
         try:
             data = self._socket.recv(READ_SIZE)
         except TimeoutError:
             return []
         if not data:
-            raise ConnectionError("Redis closed the subscription's connection")
+            raise ConnectionError("the subscription's connection ended")
         self._reader.feed(data)
         replies = []
         while (reply := self._reader.gets()) is not False:
@@ -123,8 +132,27 @@ class Subscription:
             replies.append(reply)
         return replies
 
+    def interrupt(self) -> None:
+        """End a :meth:`read` that waits, from any thread: the connection ends."""
+        if self._home is not None:
+            self._home.soon(shutdown, self._socket)
+        else:
+            shutdown(self._socket)
+
     def close(self) -> None:
         try:
             self._connection.disconnect()
         finally:
             self._pool.release(self._connection)
+
+
+def _keep_alive(sock: Any) -> None:
+    """TCP keep-alives, so that a Redis that vanished without a word is noticed within a minute."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except (OSError, AttributeError):
+        pass  # a Unix socket
