@@ -33,10 +33,11 @@ Reply = Any
 
 
 class RespReader:
-    """The replies of a subscription, parsed from RESP2 bytes fed in any pieces (``hiredis.Reader``'s interface).
+    """The replies of a subscription, parsed from bytes fed in any pieces (``hiredis.Reader``'s interface).
 
-    A subscription receives arrays of bulk strings and integers
-    (``message``, ``subscribe``...), and errors; nothing else is parsed.
+    A subscription receives arrays (RESP2) or pushes (RESP3, which redis-py
+    may negotiate) of bulk strings and integers (``message``,
+    ``subscribe``...), and errors; nothing else is parsed.
     """
 
     def __init__(self) -> None:
@@ -70,7 +71,7 @@ class RespReader:
             if len(buffer) < after + size + 2:
                 return None
             return bytes(buffer[after : after + size]), after + size + 2
-        if kind == b"*":
+        if kind in (b"*", b">"):
             items = []
             for _ in range(int(line)):
                 parsed = self._parse(after)
@@ -85,7 +86,9 @@ class RespReader:
             return RedisReplyError(line.decode(errors="replace")), after
         if kind == b"+":
             return line, after
-        raise ValueError(f"not a RESP2 reply a subscription receives: {bytes(buffer[at : at + 20])!r}")
+        if kind == b"_":
+            return None, after
+        raise ValueError(f"not a reply a subscription receives: {bytes(buffer[at : at + 20])!r}")
 
 
 class RedisReplyError(Exception):
