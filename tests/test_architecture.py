@@ -31,6 +31,7 @@ ORDER = [
     "backends.redis_scripts",
     "backends.redis_connection",
     "backends.redis_subscription",
+    "backends.redis_recovery",
     "backends.redis_listener",
     "backends.redis",
     "backends",

@@ -83,3 +83,61 @@ def test_the_catch_up_after_a_lost_subscription_reads_every_store_at_one_moment(
         sse.close()
         elsewhere.close()
         proxy.close()
+
+
+@pytest.mark.parametrize(
+    ("max_history", "with_id"), [(1000, False), (0, True), (0, False)], ids=["live-only", "unstored", "both-unstored"]
+)
+def test_streams_that_missed_what_the_store_cannot_bring_back_end_so_their_clients_resume(
+    redis_server, make_app, serve, client_for, max_history: int, with_id: bool
+) -> None:
+    # While the subscription is down, events go out that no catch-up can bring:
+    # live-only ones, or id'd ones with SSE_MAX_HISTORY = 0. A stream that missed
+    # them must not carry on as if it had not: it ends, and its client resumes.
+    proxy = RedisProxy(redis_server.port)
+    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2, SSE_MAX_HISTORY=max_history)
+    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=max_history)
+    try:
+        port = serve(app).port
+        client = client_for(port)
+        assert sse.send_new_event(data="before", id=True) == 1
+        assert client.next_event().data == "before"
+
+        proxy.hold_before(b"SUBSCRIBE")
+        with redis_server.client() as direct:
+            direct.client_kill_filter(_type="pubsub")
+        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
+        elsewhere.send_new_event(data="while nobody listened", id=with_id)
+        proxy.release()
+
+        client.wait_closed(10)  # the stream ends: its client resumes
+        again = client_for(port, "/stream", {"Last-Event-ID": "1"})
+        assert elsewhere.send_new_event(data="after", id=True) == (3 if with_id else 2)
+        assert [m.data for m in until_end(again, sse)] == ["after"]
+    finally:
+        proxy.release()
+        sse.close()
+        elsewhere.close()
+        proxy.close()
+
+
+def test_streams_that_missed_nothing_while_the_subscription_was_down_stay_open(
+    redis_server, make_app, serve, client_for
+) -> None:
+    proxy = RedisProxy(redis_server.port)
+    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2)
+    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
+    try:
+        client = client_for(serve(app).port)
+        proxy.hold_before(b"SUBSCRIBE")
+        with redis_server.client() as direct:
+            direct.client_kill_filter(_type="pubsub")
+        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
+        sent = [elsewhere.send_new_event(data=f"stored {n}", id=True) for n in range(3)]
+        proxy.release()
+        assert [(m.id, m.data) for m in until_end(client, sse)] == [(id, f"stored {n}") for n, id in enumerate(sent)]
+    finally:
+        proxy.release()
+        sse.close()
+        elsewhere.close()
+        proxy.close()

@@ -59,7 +59,7 @@ class RedisBackend:
         self.keep_listening()
         meta = json.dumps([event.event, event.retry, event.text, event.data is not event.text]) if with_id else ""
         keys = [self.key("id"), self.key("store", channel), self.key("marks", channel), self.events_key]
-        keys += [self.key("lost"), self.key("clock")]
+        keys += [self.key("lost"), self.key("clock"), self.key("live")]
         args: list[bytes | str | int] = [channel, event.frame, int(with_id), self.max_history, self._ttl_ms, meta]
         args += [self.seen, self._tombstone_ms]
         id = self.call("send the event", lambda: self._send(keys=keys, args=args))
@@ -74,15 +74,19 @@ class RedisBackend:
         self.listener().wait_subscribed()
         # Streams that open together (1,000 browsers after a deploy, say)
         # share one read of the store instead of queueing for the pool.
-        return self._flights.run(tuple(channels), lambda: self.read(channels))
+        return self._flights.run(tuple(channels), lambda: self.read(channels)[0])
 
-    def read(self, channels: Sequence[str], marker: str = "") -> StoreFacts:
-        """One consistent read of ``channels`` (publishing ``marker``, to place it among the messages)."""
-        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.events_key]
+    def read(self, channels: Sequence[str], marker: str = "") -> tuple[StoreFacts, int]:
+        """One consistent read of ``channels``, and how many live-only events were sent so far.
+
+        ``marker``, if given, is published with it, to place the read among
+        the messages of the subscription.
+        """
+        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.events_key, self.key("live")]
         for channel in channels:
             keys += [self.key("store", channel), self.key("marks", channel)]
         args: list[str | int] = [self._ttl_ms, self._tombstone_ms, marker]
-        last_id, lost, forgotten, now_ms, *per_channel = self.call(
+        last_id, lost, forgotten, now_ms, live, *per_channel = self.call(
             "read the store", lambda: self._read(keys=keys, args=args)
         )
         stored: list[list[Event]] = []
@@ -97,7 +101,7 @@ class RedisBackend:
             else:
                 gone.append(None)
         self.saw(int(last_id))
-        return StoreFacts(int(last_id), tuple(stored), tuple(gone), int(lost), int(forgotten))
+        return StoreFacts(int(last_id), tuple(stored), tuple(gone), int(lost), int(forgotten)), int(live)
 
     def _unexpired(self, entries: list[bytes], now_ms: int) -> tuple[list[Event], int]:
         """The entries not expired yet, as events with only an id and a frame; the highest expired id."""
@@ -111,10 +115,10 @@ class RedisBackend:
         return events, expired
 
     def stored(self, channel: str) -> list[Event]:
-        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.events_key]
+        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.events_key, self.key("live")]
         keys += [self.key("store", channel), self.key("marks", channel)]
         reply = self.call("read the store", lambda: self._read(keys=keys, args=[self._ttl_ms, 0, ""]))
-        now_ms, entries = int(reply[3]), reply[4]
+        now_ms, entries = int(reply[3]), reply[5]
         events = []
         for entry in entries:
             id, ms, meta, frame = split_entry(entry)

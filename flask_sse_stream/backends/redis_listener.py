@@ -35,6 +35,7 @@ from ..event import Event, frame_with_id
 from ..fanout import Fanout
 from ..replay import StoreFacts, missed, plan
 from .redis_connection import COMMAND_TIMEOUT, CONNECT_TIMEOUT, CONNECTION_ERRORS, RedisConnections
+from .redis_recovery import Window
 from .redis_subscription import Subscription
 
 log = logging.getLogger("flask_sse_stream.redis")
@@ -52,7 +53,7 @@ class Subscriber(Protocol):
     max_history: int
     seen: int
 
-    def read(self, channels: Sequence[str], marker: str = "") -> StoreFacts: ...
+    def read(self, channels: Sequence[str], marker: str = "") -> tuple[StoreFacts, int]: ...
 
     def move_past(self, floor: int) -> int: ...
 
@@ -76,16 +77,14 @@ class Listener:
         # Set to cut the back-off short when a stream waits.
         self._kick = threading.Event()
         self._lost_logged = False
-        # What it delivered, across runners: the highest id, whether it ever
-        # read the store, the highest `lost` it has acted on.
+        # What it delivered, across runners: the highest id and live-only
+        # count, whether it ever read the store, the highest `lost` it has
+        # acted on; and the last recovery's read until its marker comes back.
         self.delivered = 0
+        self._live = 0
         self._recovered = False
         self._handled_lost = 0
-        # The recovery's read, until its marker comes: its token, its last
-        # id, and the channels whose stored messages it covers (None: all).
-        self._marker: bytes | None = None
-        self._window_upto = 0
-        self._window_channels: frozenset[str] | None = frozenset()
+        self._window: Window | None = None
 
     def __repr__(self) -> str:
         return f"<Listener pid={self.pid} running={self.running()}>"
@@ -203,32 +202,32 @@ class Listener:
         backend = self._backend
         channels = self._fanout.channels()  # after subscribing: a stream that opens later reads later
         marker = os.urandom(8).hex()
-        facts = backend.read(channels, marker)
+        facts, live = backend.read(channels, marker)
         lost = facts.lost_upto
         if facts.last_id < backend.seen:
             lost = backend.move_past(backend.seen)
         first = not self._recovered
-        if first:
-            self._window_channels = frozenset()  # streams read the store after this: no copies to drop
-        elif self._missed_too_much(facts, lost):
-            log.warning(
-                "Redis at %s lost data: open streams end and resume from their last id", backend.connections.url
-            )
+        ended = not first and self._cannot_catch_up(facts, lost)
+        if ended:
+            url = backend.connections.url
+            log.warning("Redis at %s lost data: open streams end and resume from their last id", url)
             self._fanout.end_all_streams()
             self.delivered = max(self.delivered, backend.seen)
-            self._window_channels = None
-        else:
+        elif not first:
             for channel, event in missed(self.delivered, facts, channels):
                 self._deliver(channel, event)
-            self._window_channels = frozenset(channels) if backend.max_history else frozenset()
-        if not first:
             self._fanout.counters.redis_reconnects += 1
             log.warning("resubscribed to Redis at %s", backend.connections.url)
+        # First: the streams read the store after this, so no copy to drop.
+        covered = frozenset() if first else None if ended else frozenset(channels)
+        self._window = Window(
+            marker.encode(), facts.last_id, live, covered, not (first or ended),
+            backend.max_history > 0, self.delivered, self._live,
+        )  # fmt: skip
         self._recovered, self._lost_logged = True, False
         self._handled_lost = max(self._handled_lost, lost)
-        self._marker, self._window_upto = marker.encode(), facts.last_id
 
-    def _missed_too_much(self, facts: StoreFacts, lost: int) -> bool:
+    def _cannot_catch_up(self, facts: StoreFacts, lost: int) -> bool:
         """Whether the open streams, which have every event up to ``delivered``, cannot be caught up exactly."""
         if lost > self._handled_lost and lost >= self.delivered:
             return True  # events they should have had may be lost, or their ids given again
@@ -237,13 +236,23 @@ class Listener:
     # -- messages -------------------------------------------------------------
 
     def _on_message(self, payload: bytes) -> None:
-        channel, id, frame = payload.split(b"\n", 2)
+        channel, rest = payload.split(b"\n", 1)
         if not channel:
-            self._on_control(id, frame)
-        elif not id:
+            kind, value = rest.split(b"\n", 1)
+            self._on_control(kind, value)
+            return
+        id, live, frame = rest.split(b"\n", 2)
+        window = self._window
+        if not id:
+            if window is not None:
+                window.saw_live(int(live))
+            else:
+                self._live = int(live)
             self._fanout.deliver(channel.decode(), Event(None, None, None, None, frame))
-        elif self._marker is not None:
-            self._before_marker(channel.decode(), int(id), frame)
+        elif window is not None:
+            name, number = channel.decode(), int(id)
+            if not window.in_read(name, number):
+                self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
         else:
             number = int(id)
             if number <= self.delivered:
@@ -258,17 +267,15 @@ class Listener:
             if self._fanout.serves(name):  # most messages, with per-user channels, are for other processes
                 self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
 
-    def _before_marker(self, channel: str, id: int, frame: bytes) -> None:
-        """A message published before the recovery's read: in that read, or not for these streams."""
-        covered = self._window_channels is None or channel in self._window_channels
-        if not (covered and id <= self._window_upto):
-            self._fanout.deliver(channel, Event(id, None, None, None, frame_with_id(id, frame)))
-
     def _on_control(self, kind: bytes, value: bytes) -> None:
-        if kind == b"mark":
-            if value == self._marker:
-                self._marker = None
-                self.delivered = max(self.delivered, self._window_upto)
+        window = self._window
+        if kind == b"mark" and window is not None and value == window.token:
+            self._window = None
+            if window.streams_missed_something():
+                log.warning("events were sent while the Redis subscription was down: open streams end and resume")
+                self._fanout.end_all_streams()
+            self.delivered = max(self.delivered, window.last_id)
+            self._live = window.live
         elif kind == b"lost":
             lost = int(value)
             if lost > self._handled_lost:

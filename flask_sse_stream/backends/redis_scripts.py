@@ -12,13 +12,16 @@ Keys, under ``SSE_REDIS_PREFIX`` (``sse``):
   the tombstones' lifetime: ids sent before a tombstone could expire;
 - ``sse:lost``: ids up to this one may have been lost or given twice, after
   Redis lost data;
+- ``sse:live``: how many live-only events were sent: a process whose
+  subscription was down can tell whether its streams missed one;
 - ``sse:events``: the pub/sub channel of every event, and of control messages.
 
 A stored entry is ``b"<id> <ms> <len(meta)>\\n" + meta + frame``, where
 ``frame`` is the encoded event without its ``id:`` line and ``meta`` the JSON
 ``[event, retry, text, is_json]`` that :meth:`SSE.history` needs. A published
-message is ``channel \\n id \\n frame`` (``id`` empty for a live-only event);
-a control message has an empty channel: ``\\n lost \\n <id>``.
+message is ``channel \\n id \\n live \\n frame``: an id'd event has an empty
+``live``, a live-only one an empty ``id`` and the count of ``sse:live``. A
+control message has an empty channel: ``\\n lost \\n <id>``, ``\\n mark \\n <token>``.
 """
 
 from __future__ import annotations
@@ -44,13 +47,15 @@ local function move_past(id_key, events_key, lost_key, floor)
 end
 """
 
-#: KEYS: id, store, marks, events, lost, clock.
+#: KEYS: id, store, marks, events, lost, clock, live.
 #: ARGV: channel, frame, with_id, max_history, ttl_ms, meta, floor, tombstone_ms.
 SEND = (
     _MOVE_PAST
     + """
-local channel, frame, id = ARGV[1], ARGV[2], ''
-if ARGV[3] == '1' then
+local channel, frame, id, live = ARGV[1], ARGV[2], '', ''
+if ARGV[3] ~= '1' then
+  live = redis.call('INCR', KEYS[7])
+else
   local max, ttl, floor, tomb = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7]), tonumber(ARGV[8])
   local current = tonumber(redis.call('GET', KEYS[1]) or '0')
   local here = tonumber(redis.call('HGET', KEYS[3], 'last') or '0')
@@ -93,7 +98,7 @@ if ARGV[3] == '1' then
     if gone then redis.call('HSET', KEYS[3], 'gone', gone) end
   end
 end
-redis.call('PUBLISH', KEYS[4], channel .. '\\n' .. id .. '\\n' .. frame)
+redis.call('PUBLISH', KEYS[4], channel .. '\\n' .. id .. '\\n' .. live .. '\\n' .. frame)
 return id
 """
 )
@@ -112,9 +117,10 @@ return redis.call('GET', KEYS[3]) or '0'
 )
 
 #: One consistent read for streams that open, and for a subscription that comes back.
-#: KEYS: id, lost, clock, events, then per channel: store, marks.
+#: KEYS: id, lost, clock, events, live, then per channel: store, marks.
 #: ARGV: ttl_ms, tombstone_ms, marker (published when not empty, to place this read among the messages).
-#: Returns: last id, lost, forgotten below, now in ms, then per channel: entries, {gone, last}.
+#: Returns: last id, lost, forgotten below, now in ms, live-only events sent so far,
+#: then per channel: entries, {gone, last}.
 READ = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -126,8 +132,8 @@ if ttl > 0 then
   if #first > 0 then forgotten = tonumber(first[1]) else forgotten = last_id end
 end
 local last, lost = redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0'
-local result = {last, lost, string.format('%.0f', forgotten), now}
-for i = 5, #KEYS, 2 do
+local result = {last, lost, string.format('%.0f', forgotten), now, redis.call('GET', KEYS[5]) or '0'}
+for i = 6, #KEYS, 2 do
   result[#result + 1] = redis.call('LRANGE', KEYS[i], 0, -1)
   result[#result + 1] = redis.call('HMGET', KEYS[i + 1], 'gone', 'last')
 end

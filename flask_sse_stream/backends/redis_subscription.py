@@ -63,7 +63,7 @@ class RespReader:
         end = buffer.find(b"\r\n", at)
         if end < 0:
             return None
-        kind, line, after = buffer[at : at + 1], bytes(buffer[at + 1 : end]), end + 2
+        kind, line, after = bytes(buffer[at : at + 1]), bytes(buffer[at + 1 : end]), end + 2
         if kind == b"$":
             size = int(line)
             if size < 0:

@@ -65,6 +65,7 @@ class RedisProxy:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._armed: bytes | None = None
+        self._before = False
         self._lock = threading.Lock()
         self.holding = threading.Event()
         self._released = threading.Event()
@@ -74,7 +75,14 @@ class RedisProxy:
 
     def hold_after(self, argument: bytes) -> None:
         with self._lock:
-            self._armed = argument
+            self._armed, self._before = argument, False
+            self._released.clear()
+            self.holding.clear()
+
+    def hold_before(self, argument: bytes) -> None:
+        """As :meth:`hold_after`, but the command with ``argument`` itself is held too."""
+        with self._lock:
+            self._armed, self._before = argument, True
             self._released.clear()
             self.holding.clear()
 
@@ -116,12 +124,16 @@ class RedisProxy:
             while data := client.recv(65536):
                 commands, pending = _commands(pending + data)
                 for command in commands:
-                    server.sendall(command)
                     with self._lock:
                         hold = self._armed is not None and self._armed in _arguments(command)
+                        before = hold and self._before
                         if hold:
                             self._armed = None
-                    if hold:
+                    if before:
+                        self.holding.set()
+                        self._released.wait(30)
+                    server.sendall(command)
+                    if hold and not before:
                         self.holding.set()
                         self._released.wait(30)
         except OSError:
