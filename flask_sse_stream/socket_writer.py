@@ -35,7 +35,7 @@ def chunk(data: bytes) -> bytes:
 class DirectWriter:
     """The direct-write state of one stream: its OS socket and what its writer must finish."""
 
-    __slots__ = ("stream", "raw", "thread", "flusher", "dirty", "idle", "partial", "written_at")
+    __slots__ = ("stream", "raw", "thread", "flusher", "dirty", "idle", "partial", "written_at", "counters")
 
     def __init__(self, stream: Stream, raw: socket.socket) -> None:
         self.stream = stream
@@ -50,12 +50,7 @@ class DirectWriter:
         #: The rest of a chunk the socket did not take: the writer's to finish.
         self.partial: bytes | None = None
         self.written_at = time.monotonic()
-
-    def mark(self) -> None:
-        """Have the pending events written at the next turn of the loop (from the writer's thread)."""
-        if not self.dirty:
-            self.dirty = True
-            self.flusher.mark(self)
+        self.counters = stream.counters
 
     def flush(self, flusher: Flusher) -> None:
         """Called by the flusher: write what is pending if the writer is idle."""
@@ -63,10 +58,23 @@ class DirectWriter:
         stream = self.stream
         if not self.idle or stream.closed:
             return  # the writer is busy writing: it takes the rest itself
-        events = stream.drain()
-        if not events:
-            return
-        data = flusher.chunk_of(events[0]) if len(events) == 1 else chunk(b"".join([e.frame for e in events]))
+        pending = stream.pending
+        if len(pending) == 1 and not stream.upto:
+            # The common case: one event, framed once for all the streams of this flush.
+            try:
+                event = pending.popleft()
+            except IndexError:
+                return  # closed meanwhile, from another thread
+            if event is flusher.event:
+                data = flusher.chunk
+            else:
+                data = flusher.chunk = chunk(event.frame)
+                flusher.event = event
+        else:
+            events = stream.drain()
+            if not events:
+                return
+            data = chunk(b"".join([event.frame for event in events]))
         try:
             sent = self.raw.send(data)
         except BlockingIOError:
@@ -75,7 +83,7 @@ class DirectWriter:
             stream.close()  # the client is gone
             return
         self.written_at = flusher.now
-        stream.counters.bytes_written += sent
+        self.counters.bytes_written += sent
         if sent < len(data):
             self.partial = data[sent:]
             self.idle = False
@@ -133,8 +141,8 @@ class Flusher:
         self._scheduled = False
         #: During a flush: its time, and the last event framed with its chunk.
         self.now = 0.0
-        self._event: Event | None = None
-        self._chunk = b""
+        self.event: Event | None = None
+        self.chunk = b""
 
     @classmethod
     def of_this_thread(cls) -> Flusher:
@@ -152,12 +160,6 @@ class Flusher:
             self._scheduled = True
             self._loop.run_callback(self._flush)
 
-    def chunk_of(self, event: Event) -> bytes:
-        """``event`` as a chunk, framed once for all the streams of this flush."""
-        if event is not self._event:
-            self._event, self._chunk = event, chunk(event.frame)
-        return self._chunk
-
     def _flush(self) -> None:
         dirty, self._dirty = self._dirty, []
         self._scheduled = False
@@ -169,4 +171,4 @@ class Flusher:
                 log.exception("a direct write failed; the stream is cut")
                 writer.dirty = False
                 writer.stream.abort()
-        self._event, self._chunk = None, b""
+        self.event, self.chunk = None, b""

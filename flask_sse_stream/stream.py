@@ -35,9 +35,10 @@ class Writer(Protocol):
     """Writes a stream's events to its socket from the loop of one thread (see socket_writer)."""
 
     thread: int
-
-    def mark(self) -> None:
-        """Have the pending events written at the loop's next turn; from that thread only."""
+    #: Already on its flusher's list for the next turn of the loop.
+    dirty: bool
+    #: What writes it at the next turn of the loop: ``flusher.mark(writer)``, from that thread only.
+    flusher: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class StreamInfo:
 class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subject", "server", "closed", "hangup", "finished",
-        "_pending", "_limit", "_waker", "_socket", "_upto", "writer", "counters",
+        "pending", "_limit", "_waker", "_socket", "upto", "writer", "counters",
     )  # fmt: skip
 
     def __init__(
@@ -80,12 +81,13 @@ class Stream:
         self.hangup = False
         #: Set once its response has ended (the WSGI server closed the body).
         self.finished = False
-        self._pending: deque[Event] = deque()
+        #: The events queued for it and not yet written, oldest first (at most ``queue_size``).
+        self.pending: deque[Event] = deque()
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
-        # The client has every id'd event up to this id (its replay): drop queued copies.
-        self._upto = 0
+        #: The client has every id'd event up to this id (its replay): queued copies are dropped.
+        self.upto = 0
         #: Direct writes to its socket, under gevent (see socket_writer).
         self.writer: Writer | None = None
         self.counters = counters or Counters()
@@ -98,15 +100,15 @@ class Stream:
 
     def replayed(self, upto: int) -> None:
         """The client has every id'd event up to ``upto``: drop queued or later copies of them."""
-        self._upto = upto
+        self.upto = upto
 
     def push(self, event: Event, thread: int) -> None:
         """Queue ``event``; from any greenlet or thread (``thread``: the sender's), never blocks."""
         if self.closed:
             return
-        if self._upto and event.id is not None and event.id <= self._upto:
+        if self.upto and event.id is not None and event.id <= self.upto:
             return  # a copy of a replayed event
-        pending = self._pending
+        pending = self.pending
         pending.append(event)
         if len(pending) > self._limit:
             self.counters.slow_clients_dropped += 1
@@ -117,8 +119,10 @@ class Stream:
                 self._limit,
             )
             self.abort()
-        elif self.writer is not None and thread == self.writer.thread:
-            self.writer.mark()
+        elif (writer := self.writer) is not None and thread == writer.thread:
+            if not writer.dirty:  # the per-delivery path, inlined: mark it for the loop's next turn
+                writer.dirty = True
+                writer.flusher.mark(writer)
         elif self._waker is not None:
             self._waker.wake()
 
@@ -146,7 +150,7 @@ class Stream:
 
     def drain(self) -> list[Event]:
         """Every pending event, in order, without its replayed copies."""
-        pending = self._pending
+        pending = self.pending
         events = []
         # popleft is atomic: a concurrent push lands in this batch or the
         # next, and a concurrent close() that empties the queue ends it.
@@ -155,11 +159,11 @@ class Stream:
                 events.append(pending.popleft())
             except IndexError:
                 break
-        if self._upto and events:
-            upto = self._upto
+        if self.upto and events:
+            upto = self.upto
             events = [event for event in events if event.id is None or event.id > upto]
             if any(event.id is not None for event in events):
-                self._upto = 0
+                self.upto = 0
         return events
 
     def close(self, hangup: bool = False) -> None:
@@ -170,7 +174,7 @@ class Stream:
         """
         self.hangup = self.hangup or hangup
         self.closed = True
-        self._pending.clear()
+        self.pending.clear()
         if self._waker is not None:
             self._waker.wake()
 

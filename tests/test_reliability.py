@@ -303,9 +303,9 @@ def test_client_that_stops_reading_is_dropped_counted_and_bounded(
         sse.send_new_event(data=f"{sent}:{PAYLOAD}", id=True, channel="slow")
         slowest = max(slowest, time.monotonic() - started)
         # White-box (SPEC 3, "memory stays bounded"): the events held for the
-        # stalled client are its Stream's `_pending` deque, never longer
+        # stalled client are its Stream's `pending` deque, never longer
         # than SSE_QUEUE_SIZE.
-        most_pending = max(most_pending, len(stalled_connection._pending))
+        most_pending = max(most_pending, len(stalled_connection.pending))
         for reader in readers:
             message = reader.next_event(timeout=5)
             assert (message.id, message.data) == (sent, f"{sent}:{PAYLOAD}")

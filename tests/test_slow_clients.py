@@ -83,7 +83,7 @@ def test_client_that_never_reads_is_disconnected_while_others_get_every_event(ma
         assert number == sent
         # White-box check (SPEC 3, "memory stays bounded"): the events queued for the
         # slow client, read from its Stream, never exceed SSE_QUEUE_SIZE.
-        most_pending = max(most_pending, len(slow_connection._pending))
+        most_pending = max(most_pending, len(slow_connection.pending))
         if evicted_at is None and slow_connection not in streams_of(app):
             evicted_at = sent
         message = normal.next_event(timeout=5)
