@@ -585,7 +585,7 @@ def main() -> int:
         publisher.stop.set()
         publisher_thread.join(15)
         with redis_server.client() as client:
-            redis_last = int(client.get("sse:id") or 0)
+            redis_last = int(client.get("{sse}:id") or 0)
         last_accepted = publisher.accepted_ids[-1] if publisher.accepted_ids else 0
         final_id.value = redis_last
         finish.set()

@@ -37,6 +37,7 @@ CONFIG: dict[str, Callable[[str], Any]] = {
     "SSE_QUEUE_SIZE": int,
     "SSE_PUBLISH_TOKEN": str,
     "SSE_RETRY": int,
+    "SSE_REDIS_SUBSCRIBE": str,
 }
 VIAS = ("method", "function", "greenlet", "thread")
 Send = Callable[[], "int | None"]

@@ -46,6 +46,7 @@ def draw_config(rng: random.Random) -> dict[str, Any]:
         "SSE_QUEUE_SIZE": rng.randint(16, 64),
         "SSE_KEEPALIVE": 0.5,
         "SSE_PUBLISH_TOKEN": TOKEN,
+        "SSE_REDIS_SUBSCRIBE": rng.choice(["channels", "app"]),
     }
 
 
@@ -142,9 +143,9 @@ class Nemesis(threading.Thread):
             fault.detail = f"down {step['down']:.2f} s, restarted {'from the snapshot' if restore else 'empty'}"
         elif kind == "redis-del-id":
             with deployment.redis_client() as client:
-                client.delete(f"{PREFIX}:id")
+                client.delete(f"{{{PREFIX}}}:id")
             fault.loses_data = True
-            fault.detail = f"DEL {PREFIX}:id"
+            fault.detail = f"DEL {{{PREFIX}}}:id"
         elif kind == "redis-kill-pubsub":
             with deployment.redis_client() as client:
                 killed = client.client_kill_filter(_type="pubsub")

@@ -29,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_DIRECT_WRITES": True,
     "SSE_PUBLISH_TOKEN": None,
     "SSE_TOMBSTONE_TTL": 86400,
+    "SSE_REDIS_SUBSCRIBE": "channels",
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -57,6 +58,8 @@ class Settings:
     publish_token: str | None = field(repr=False)
     #: Seconds a channel's last id is remembered after its store expired (with ``history_ttl``).
     tombstone_ttl: float = 86400.0
+    #: What each process subscribes to with Redis: the ``channels`` it serves, or the whole ``app``.
+    redis_subscribe: str = "channels"
 
 
 #: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.
@@ -104,6 +107,7 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         direct_writes=_bool("SSE_DIRECT_WRITES", values["direct_writes"]),
         publish_token=_publish_token(values["publish_token"]),
         tombstone_ttl=_positive_number("SSE_TOMBSTONE_TTL", values["tombstone_ttl"]),
+        redis_subscribe=_one_of("SSE_REDIS_SUBSCRIBE", values["redis_subscribe"], ("channels", "app")),
     )
 
 
@@ -129,6 +133,12 @@ def _int_at_least(key: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"{key} must be an int of at least {low}, got {show(value)}")
     return value
+
+
+def _one_of(key: str, value: Any, accepted: tuple[str, ...]) -> str:
+    if value not in accepted:
+        raise ValueError(f"{key} must be one of {', '.join(map(repr, accepted))}, got {show(value)}")
+    return value  # type: ignore[no-any-return]
 
 
 def _bool(key: str, value: Any) -> bool:

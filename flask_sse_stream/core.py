@@ -84,6 +84,12 @@ class SSECore:
             counters.events_replayed += len(decided.events)
         return decided
 
+    def close_stream(self, stream: Stream) -> None:
+        """``stream`` has ended: it leaves the fan-out (and the backend may stop listening to its channels)."""
+        emptied = self.fanout.remove(stream)
+        if emptied:
+            self.backend.release(emptied)
+
     def history(self, channel: str) -> dict[int, Event]:
         check_channel(channel)
         return {event.id: event for event in self.backend.stored(channel)}  # type: ignore[misc]

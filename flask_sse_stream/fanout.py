@@ -58,10 +58,12 @@ class Fanout:
                 self._targets.pop(channel, None)
         return True
 
-    def remove(self, stream: Stream) -> None:
+    def remove(self, stream: Stream) -> list[str]:
+        """Remove ``stream``; the channels that have no stream here any more."""
+        emptied: list[str] = []
         with self._lock:
             if stream not in self._all:
-                return
+                return emptied
             del self._all[stream]
             for channel in stream.channels:
                 members = self._channels.get(channel)
@@ -69,7 +71,9 @@ class Fanout:
                     members.pop(stream, None)
                     if not members:
                         del self._channels[channel]
+                        emptied.append(channel)
                 self._targets.pop(channel, None)
+        return emptied
 
     def deliver(self, channel: str, event: Event) -> None:
         """Queue ``event`` for every stream of ``channel``; never blocks."""

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from .fanout import Fanout
 from .socket_writer import DirectWriter, chunk
 from .stats import Counters
 from .stream import Stream, shutdown
@@ -28,10 +27,13 @@ class StreamBody(Iterator[bytes]):
     is one write of every pending event joined.
     """
 
-    __slots__ = ("_fanout", "_stream", "_first", "_keepalive", "_direct", "_counters")
+    __slots__ = ("_ended", "_stream", "_first", "_keepalive", "_direct", "_counters")
 
-    def __init__(self, fanout: Fanout, stream: Stream, first: bytes, keepalive: float, direct: Any = None) -> None:
-        self._fanout = fanout
+    def __init__(
+        self, ended: Callable[[Stream], None], stream: Stream, first: bytes, keepalive: float, direct: Any = None
+    ) -> None:
+        #: Called once the response has ended (``SSECore.close_stream``).
+        self._ended = ended
         self._stream = stream
         self._first: bytes | None = first
         self._keepalive = keepalive
@@ -77,7 +79,7 @@ class StreamBody(Iterator[bytes]):
     def close(self) -> None:
         stream = self._stream
         stream.finished = True
-        self._fanout.remove(stream)
+        self._ended(stream)
         stream.close()
         log.debug("closed a stream of %s for %s", ", ".join(stream.channels), stream.remote_addr)
         if stream.hangup:

@@ -92,11 +92,11 @@ def _open(
     except ConnectionError as error:
         # A browser gives up for good on any status but 200: open the stream
         # and end it, so it comes back (with Last-Event-ID) after its retry time.
-        core.fanout.remove(stream)
+        core.close_stream(stream)
         log.warning("ended a new stream at once: %s", error)
         return _hangup(sock, headers)
     except BaseException:
-        core.fanout.remove(stream)
+        core.close_stream(stream)
         raise
     log.debug("opened a stream of %s for %s", ", ".join(channels), request.remote_addr)
     first = [OPENING]
@@ -107,7 +107,7 @@ def _open(
         first.append(reset_frame(settings.reset_event))
     first.extend(event.frame for event in replay.events)
     direct = direct_socket(environ, sock) if settings.direct_writes else None
-    body = StreamBody(core.fanout, stream, b"".join(first), settings.keepalive, direct)
+    body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
 
 

@@ -32,6 +32,8 @@ ORDER = [
     "backends.redis_connection",
     "backends.redis_subscription",
     "backends.redis_recovery",
+    "backends.redis_channels",
+    "backends.redis_runner",
     "backends.redis_listener",
     "backends.redis",
     "backends",

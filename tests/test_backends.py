@@ -473,9 +473,15 @@ def connections_of(redis_client) -> list[dict[str, Any]]:
 
 
 class TestRedisBackend(BackendContract):
+    """On Redis, each process subscribing to the channels it serves, or to the whole app."""
+
+    @pytest.fixture(params=["channels", "app"])
+    def subscribe(self, request) -> str:
+        return request.param  # type: ignore[no-any-return]
+
     @pytest.fixture
-    def backend_config(self, redis_server) -> dict[str, Any]:
-        return {"SSE_REDIS_URL": redis_server.url, "SSE_REDIS_PREFIX": new_prefix()}
+    def backend_config(self, redis_server, subscribe) -> dict[str, Any]:
+        return {"SSE_REDIS_URL": redis_server.url, "SSE_REDIS_PREFIX": new_prefix(), "SSE_REDIS_SUBSCRIBE": subscribe}
 
     @pytest.fixture
     def own_redis(self, tmp_path) -> Iterator[RedisServer]:
@@ -526,9 +532,13 @@ class TestRedisBackend(BackendContract):
         late_on_b = client_for(server_b.port, "/stream?channel=room", {"Last-Event-ID": "1"})
         assert [(m.id, m.data) for m in until_end(late_on_b, sse_a, "room")] == [(2, "from b"), (3, "again a")]
 
-    def test_redis_keys_are_all_under_the_prefix(self, own_redis, make_app, serve, client_for):
+    def test_redis_keys_are_all_under_the_prefix(self, own_redis, make_app, serve, client_for, subscribe):
         app, sse = make_app(
-            SSE_REDIS_URL=own_redis.url, SSE_REDIS_PREFIX="myapp", SSE_MAX_HISTORY=2, SSE_HISTORY_TTL=60
+            SSE_REDIS_URL=own_redis.url,
+            SSE_REDIS_PREFIX="myapp",
+            SSE_MAX_HISTORY=2,
+            SSE_HISTORY_TTL=60,
+            SSE_REDIS_SUBSCRIBE=subscribe,
         )
         try:
             server = serve(app)
@@ -544,12 +554,17 @@ class TestRedisBackend(BackendContract):
             sse.close()
 
         assert keys, "nothing was stored in Redis"
-        assert [key for key in keys if not key.startswith("myapp:")] == []
-        assert {"myapp:id", "myapp:store:a", "myapp:store:b:c"} <= set(keys)
-        assert channels == ["myapp:events"]
+        assert [key for key in keys if not key.startswith("{myapp}:")] == []
+        assert {"{myapp}:id", "{myapp}:store:a", "{myapp}:store:b:c"} <= set(keys)
+        if subscribe == "channels":
+            assert sorted(channels) == ["{myapp}:c:a", "{myapp}:c:b:c", "{myapp}:control"]
+        else:
+            assert channels == ["{myapp}:events"]
 
-    def test_redis_connections_do_not_grow_with_the_number_of_streams(self, own_redis, make_app, serve, client_for):
-        app, sse = make_app(SSE_REDIS_URL=own_redis.url, SSE_KEEPALIVE=30)
+    def test_redis_connections_do_not_grow_with_the_number_of_streams(
+        self, own_redis, make_app, serve, client_for, subscribe
+    ):
+        app, sse = make_app(SSE_REDIS_URL=own_redis.url, SSE_KEEPALIVE=30, SSE_REDIS_SUBSCRIBE=subscribe)
         try:
             server = serve(app)
             with own_redis.client() as redis_client:

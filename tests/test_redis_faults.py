@@ -25,7 +25,8 @@ from tests.support.waiting import wait_until
 
 KEEPALIVE = 0.2
 #: The pub/sub channel of the default SSE_REDIS_PREFIX.
-EVENTS = "sse:events"
+#: The control channel of the default SSE_REDIS_PREFIX: every process subscribes to it.
+EVENTS = "{sse}:control"
 
 
 def start_persistent_redis(directory) -> RedisServer:

@@ -115,7 +115,7 @@ def test_ids_go_on_past_the_highest_seen_after_the_id_key_is_deleted(
     browser.read_until_data("old5")
 
     with redis_server.client() as client:
-        client.delete("sse:id")  # as an allkeys-* maxmemory policy may evict it
+        client.delete("{sse}:id")  # as an allkeys-* maxmemory policy may evict it
     other_app, other_sse = new_app(redis_server)
     sender_sse = sse if sender == "same process" else other_sse
     new = send(sender_sse, "new", 3)
@@ -146,3 +146,16 @@ def test_a_client_resuming_after_redis_restarted_empty_gets_each_new_event_once(
     assert_each_once_in_order(items, [*new, *end])
     assert items.count(RESET) <= 1, items
     assert len(after_last_reset(items)) == len({id for id, _ in after_last_reset(items)}), items
+
+
+def test_a_worker_that_had_sent_nothing_when_redis_lost_its_data_gives_no_old_id(redis_server, new_app) -> None:
+    _, busy = new_app(redis_server)
+    before = send(busy, "old", 5)
+    _, quiet = new_app(redis_server)  # a worker that starts, and sends nothing for a while
+    busy.close()  # the worker that sent the ids is gone
+
+    redis_server.stop()
+    redis_server.start()  # empty
+    after = send(quiet, "new", 2)
+
+    assert_ids_went_past([id for id, _ in after], before[-1][0] or 0)

@@ -68,7 +68,7 @@ def test_the_catch_up_after_a_lost_subscription_reads_every_store_at_one_moment(
 
         # The subscription is lost; the catch-up reads store a, and then,
         # before it reads anything more, events go to both channels.
-        proxy.hold_after(b"sse:store:a")
+        proxy.hold_after(b"{sse}:store:a")
         with redis_server.client() as direct:
             direct.client_kill_filter(_type="pubsub")
         assert proxy.holding.wait(10), "no catch-up after the subscription was lost"

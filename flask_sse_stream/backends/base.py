@@ -30,6 +30,10 @@ class Backend(Protocol):
         """What the store holds for ``channels`` now; streams of them in this process are subscribed already."""
         ...
 
+    def release(self, channels: Sequence[str]) -> None:
+        """No stream of this process serves ``channels`` any more (a per-channel subscription may end)."""
+        ...
+
     def stored(self, channel: str) -> list[Event]:
         """The stored events of ``channel``, oldest first, with every field (for ``SSE.history``)."""
         ...

@@ -78,6 +78,9 @@ class MemoryBackend:
             self._expire(channel, now)
             return list(self._stores.get(channel, ()))
 
+    def release(self, channels: Sequence[str]) -> None:
+        pass
+
     def sweep(self) -> None:
         """Drop the stores and tombstones that have expired."""
         with self._lock:

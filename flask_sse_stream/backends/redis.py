@@ -1,10 +1,10 @@
 """The Redis backend: ids, store and fan-out shared by every worker and host.
 
 One Lua script allocates the id, stores the event and publishes it, so the
-publish order is the id order. All channels of an app share one Redis pub/sub
-channel (``<prefix>:events``), so each process holds one subscription however
-many streams and channels it serves (see :mod:`.redis_listener`), and never
-misses an event on a channel it has just started serving. The keys are
+publish order is the id order. Each process holds one subscription
+connection however many streams and channels it serves (see
+:mod:`.redis_listener`): to the channels its streams serve, or to every event
+of the app on one pub/sub channel (``SSE_REDIS_SUBSCRIBE``). The keys are
 described in :mod:`.redis_scripts`.
 
 Every process remembers the highest id it has seen, and each send carries
@@ -25,8 +25,10 @@ from ..fanout import Fanout
 from ..replay import StoreFacts
 from ..single_flight import SingleFlight
 from . import redis_scripts
+from .redis_channels import ChannelSubscriptions
 from .redis_connection import RedisConnections
 from .redis_listener import Listener
+from .redis_recovery import Seqs
 
 T = TypeVar("T")
 
@@ -42,26 +44,42 @@ class RedisBackend:
         self._prefix = settings.redis_prefix
         self._ttl_ms = int(settings.history_ttl * 1000) if settings.history_ttl else 0
         self._tombstone_ms = int(settings.tombstone_ttl * 1000)
-        self.events_key = self.key("events")
+        # PUBLISH and SUBSCRIBE (or the sharded SPUBLISH and SSUBSCRIBE on a cluster).
+        self.publish_command = "PUBLISH"
+        self.subscribe_command, unsubscribe = "SUBSCRIBE", "UNSUBSCRIBE"
+        #: Per-channel subscriptions, or None when each process subscribes to every event of the app.
+        self.channels: ChannelSubscriptions | None = None
+        if settings.redis_subscribe == "channels":
+            self.channels = ChannelSubscriptions(self.pubsub_name, self.subscribe_command, unsubscribe)
+            self.control_key = self.key("control")
+        else:
+            self.control_key = self.key("events")
         client = self.connections.client
         self._send = client.register_script(redis_scripts.SEND)
         self._move_past = client.register_script(redis_scripts.MOVE_PAST)
         self._read = client.register_script(redis_scripts.READ)
         #: The highest id this process has seen: given, received or read.
         self.seen = 0
+        self._primed = False
         self._lock = allocate_lock()
         self._listener: Listener | None = None
-        self._flights: SingleFlight[tuple[str, ...], StoreFacts] = SingleFlight()
+        self._flights: SingleFlight[tuple[str, ...], tuple[StoreFacts, Seqs]] = SingleFlight()
+        try:
+            self.prime()
+        except ConnectionError:
+            pass  # Redis is not there yet: before the first send, then
 
     # -- sending ------------------------------------------------------------
 
     def send(self, channel: str, event: Event, *, with_id: bool) -> Event:
         self.keep_listening()
+        if not self._primed:
+            self.prime("send the event")
         meta = json.dumps([event.event, event.retry, event.text, event.data is not event.text]) if with_id else ""
-        keys = [self.key("id"), self.key("store", channel), self.key("marks", channel), self.events_key]
-        keys += [self.key("lost"), self.key("clock"), self.key("live")]
+        keys = [self.key("id"), self.key("store", channel), self.key("marks", channel), self.pubsub_name(channel)]
+        keys += [self.key("lost"), self.key("clock"), self.control_key]
         args: list[bytes | str | int] = [channel, event.frame, int(with_id), self.max_history, self._ttl_ms, meta]
-        args += [self.seen, self._tombstone_ms]
+        args += [self.seen, self._tombstone_ms, self.publish_command]
         id = self.call("send the event", lambda: self._send(keys=keys, args=args))
         if not with_id:
             return event
@@ -71,29 +89,47 @@ class RedisBackend:
     # -- reading ------------------------------------------------------------
 
     def read_store(self, channels: Sequence[str]) -> StoreFacts:
-        self.listener().wait_subscribed()
+        listener = self.listener()
+        listener.wait_subscribed()
+        if self.channels is not None:
+            self.channels.hold(channels)
         # Streams that open together (1,000 browsers after a deploy, say)
         # share one read of the store instead of queueing for the pool.
-        return self._flights.run(tuple(channels), lambda: self.read(channels)[0])
+        facts, seqs = self._flights.run(tuple(channels), lambda: self.read(channels))
+        listener.note_seqs(channels, seqs.now)
+        return facts
 
-    def read(self, channels: Sequence[str], marker: str = "") -> tuple[StoreFacts, int]:
-        """One consistent read of ``channels``, and how many live-only events were sent so far.
+    def release(self, channels: Sequence[str]) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        if self.channels is not None:
+            gone = self.channels.release(channels, self.fanout.serves)
+        else:
+            gone = [channel for channel in channels if not self.fanout.serves(channel)]
+        listener.forget(gone)
 
-        ``marker``, if given, is published with it, to place the read among
-        the messages of the subscription.
+    def read(self, channels: Sequence[str], marker: str = "") -> tuple[StoreFacts, Seqs]:
+        """One consistent read of ``channels``, and their sequences.
+
+        ``marker``, if given, is published with it, on the control channel, to
+        place the read among the messages of the subscription.
         """
-        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.events_key, self.key("live")]
+        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key]
         for channel in channels:
             keys += [self.key("store", channel), self.key("marks", channel)]
-        args: list[str | int] = [self._ttl_ms, self._tombstone_ms, marker]
-        last_id, lost, forgotten, now_ms, live, *per_channel = self.call(
+        args: list[str | int] = [self._ttl_ms, self._tombstone_ms, marker, self.publish_command]
+        last_id, lost, forgotten, now_ms, *per_channel = self.call(
             "read the store", lambda: self._read(keys=keys, args=args)
         )
         stored: list[list[Event]] = []
         gone: list[int | None] = []
-        for entries, (gone_mark, last_mark) in zip(per_channel[::2], per_channel[1::2], strict=True):
-            events, left = self._unexpired(entries, int(now_ms))
+        seqs = Seqs([], [])
+        for entries, (gone_mark, last_mark, seq) in zip(per_channel[::2], per_channel[1::2], strict=True):
+            events, left, entry_seqs = self._unexpired(entries, int(now_ms))
             stored.append(events)
+            seqs.now.append(int(seq or 0))
+            seqs.stored.append(entry_seqs)
             if entries or gone_mark is not None or last_mark is not None:
                 # The whole store expired in Redis: its last id left it.
                 left = max(left, int(gone_mark or 0), 0 if entries else int(last_mark or 0))
@@ -101,27 +137,29 @@ class RedisBackend:
             else:
                 gone.append(None)
         self.saw(int(last_id))
-        return StoreFacts(int(last_id), tuple(stored), tuple(gone), int(lost), int(forgotten)), int(live)
+        return StoreFacts(int(last_id), tuple(stored), tuple(gone), int(lost), int(forgotten)), seqs
 
-    def _unexpired(self, entries: list[bytes], now_ms: int) -> tuple[list[Event], int]:
-        """The entries not expired yet, as events with only an id and a frame; the highest expired id."""
-        events, expired = [], 0
+    def _unexpired(self, entries: list[bytes], now_ms: int) -> tuple[list[Event], int, dict[int, int]]:
+        """The entries not expired yet, as events with only an id and a frame; the highest expired id; seqs."""
+        events, expired, seqs = [], 0, {}
         for entry in entries:
-            id, ms, _, frame = split_entry(entry)
+            id, ms, seq, _, frame = split_entry(entry)
             if self._ttl_ms and ms <= now_ms - self._ttl_ms:
                 expired = max(expired, id)
             else:
                 events.append(Event(id, None, None, None, frame_with_id(id, frame)))
-        return events, expired
+                seqs[id] = seq
+        return events, expired, seqs
 
     def stored(self, channel: str) -> list[Event]:
-        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.events_key, self.key("live")]
+        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key]
         keys += [self.key("store", channel), self.key("marks", channel)]
-        reply = self.call("read the store", lambda: self._read(keys=keys, args=[self._ttl_ms, 0, ""]))
-        now_ms, entries = int(reply[3]), reply[5]
+        args: list[str | int] = [self._ttl_ms, 0, "", self.publish_command]
+        reply = self.call("read the store", lambda: self._read(keys=keys, args=args))
+        now_ms, entries = int(reply[3]), reply[4]
         events = []
         for entry in entries:
-            id, ms, meta, frame = split_entry(entry)
+            id, ms, _, meta, frame = split_entry(entry)
             if not (self._ttl_ms and ms <= now_ms - self._ttl_ms):
                 event, retry, text, is_json = json.loads(meta)
                 data = json.loads(text) if is_json else text
@@ -130,14 +168,23 @@ class RedisBackend:
 
     # -- the process's view ----------------------------------------------------
 
+    def prime(self, action: str = "read the id counter") -> None:
+        """Learn the id counter once: if Redis loses it later, this process knows what was given before.
+
+        Done as the app starts (if Redis answers then) and else before the first send.
+        """
+        self.saw(int(self.call(action, lambda: self.connections.client.get(self.key("id"))) or 0))
+        self._primed = True
+
     def saw(self, id: int) -> None:
         if id > self.seen:
             self.seen = id
 
     def move_past(self, floor: int) -> int:
         """Move the counter past ``floor`` if it is below; the ids that may have been lost (``lost``)."""
-        keys = [self.key("id"), self.events_key, self.key("lost")]
-        return int(self.call("repair the id counter", lambda: self._move_past(keys=keys, args=[floor])))
+        keys = [self.key("id"), self.control_key, self.key("lost")]
+        args: list[str | int] = [floor, self.publish_command]
+        return int(self.call("repair the id counter", lambda: self._move_past(keys=keys, args=args)))
 
     def listener(self) -> Listener:
         """This process's subscription, started (or started again) if it is not running."""
@@ -166,11 +213,16 @@ class RedisBackend:
         return self.connections.call(action, command)
 
     def key(self, kind: str, channel: str | None = None) -> str:
-        return f"{self._prefix}:{kind}" if channel is None else f"{self._prefix}:{kind}:{channel}"
+        """``{prefix}:kind[:channel]``: in braces, every key of the app is in one hash slot of a cluster."""
+        return f"{{{self._prefix}}}:{kind}" if channel is None else f"{{{self._prefix}}}:{kind}:{channel}"
+
+    def pubsub_name(self, channel: str) -> str:
+        """The pub/sub channel that carries the events of ``channel``."""
+        return self.key("c", channel) if self.channels is not None else self.control_key
 
 
-def split_entry(entry: bytes) -> tuple[int, int, bytes, bytes]:
-    """A stored entry (see :mod:`.redis_scripts`) as (id, ms, meta, frame without its id line)."""
+def split_entry(entry: bytes) -> tuple[int, int, int, bytes, bytes]:
+    """A stored entry (see :mod:`.redis_scripts`) as (id, ms, seq, meta, frame without its id line)."""
     head, rest = entry.split(b"\n", 1)
-    id, ms, size = (int(part) for part in head.split(b" "))
-    return id, ms, rest[:size], rest[size:]
+    id, ms, size, seq = (int(part) for part in head.split(b" "))
+    return id, ms, seq, rest[:size], rest[size:]

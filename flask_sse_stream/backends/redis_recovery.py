@@ -4,57 +4,63 @@ After subscribing again, the listener reads the store once (with a marker
 published in the same step), catches its streams up from it, and then tells
 the messages apart by the marker: those before it were published before the
 read, those after it after. :class:`Window` holds that read until its marker
-comes back, and then says whether the streams missed something the store
-could not bring back: a live-only event, or with ``SSE_MAX_HISTORY = 0`` an
-id'd one. Ids and live-only events are each numbered one by one for the whole
-app, so a gap between what the listener had before and the first message
-after subscribing again is exactly what was missed.
+comes back, and then says which channels' streams missed something the store
+could not bring back (a live-only event, or an id'd one with
+``SSE_MAX_HISTORY = 0``). Each channel numbers its events one by one (its
+``seq``), so a gap between the last one received before the connection was
+lost and the first one after it, less what the catch-up brought, is exactly
+what was missed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class Seqs(NamedTuple):
+    """What a read of the store tells of each channel's sequence, beside the facts the replay needs."""
+
+    #: Per channel read: its seq at the read (0: no event yet).
+    now: list[int]
+    #: Per channel read: the seq of each stored event, by id.
+    stored: list[dict[int, int]]
 
 
 @dataclass(slots=True)
 class Window:
     #: The marker published with the read.
     token: bytes
-    #: The last id given, and the live-only events sent, when the store was read.
+    #: The last id given when the store was read.
     last_id: int
-    live: int
     #: The channels whose stored events the read brought (None: every channel).
     covered: frozenset[str] | None
-    #: Whether to look for gaps (not at the first subscription, nor after the streams ended anyway).
-    check_gaps: bool
     keeps_history: bool
-    #: The highest id, and live-only event, the listener had before it subscribed again.
-    delivered_before: int
-    live_before: int
-    #: The first id'd and live-only messages that came before the marker.
-    first_id: int | None = None
-    first_live: int | None = None
+    #: Per channel held: the last seq received before the connection was lost
+    #: (only where known: no gap is looked for without it), the seq at the
+    #: read, and the seqs the catch-up delivered.
+    before: dict[str, int] = field(default_factory=dict)
+    at_read: dict[str, int] = field(default_factory=dict)
+    caught_up: dict[str, set[int]] = field(default_factory=dict)
+    #: Per channel: the first seq that came before the marker.
+    first: dict[str, int] = field(default_factory=dict)
 
-    def in_read(self, channel: str, id: int) -> bool:
+    def in_read(self, channel: str, id: int, seq: int) -> bool:
         """Whether a message that came before the marker is in the read (so the streams have it already)."""
-        if self.first_id is None:
-            self.first_id = id
+        self.saw(channel, seq)
         if self.covered is None:
             return id <= self.last_id  # the streams ended: those that open read the store after this
         return channel in self.covered and self.keeps_history and id <= self.last_id
 
-    def saw_live(self, live: int) -> None:
-        if self.first_live is None:
-            self.first_live = live
+    def saw(self, channel: str, seq: int) -> None:
+        self.first.setdefault(channel, seq)
 
-    def streams_missed_something(self) -> bool:
-        """At the marker: did the streams miss an event the store could not bring back?"""
-        if not self.check_gaps:
-            return False
-        next_live = self.first_live if self.first_live is not None else self.live + 1
-        if next_live > self.live_before + 1:
-            return True  # live-only events were sent while nobody here listened
-        if not self.keeps_history:
-            next_id = self.first_id if self.first_id is not None else self.last_id + 1
-            return next_id > self.delivered_before + 1  # and so were id'd ones, stored nowhere
-        return False
+    def channels_that_missed_something(self) -> list[str]:
+        """At the marker: the channels whose streams missed an event the store could not bring back."""
+        missed = []
+        for channel, before in self.before.items():
+            next_seq = self.first.get(channel, self.at_read.get(channel, before) + 1)
+            brought = self.caught_up.get(channel, set())
+            if any(seq not in brought for seq in range(before + 1, next_seq)):
+                missed.append(channel)
+        return missed

@@ -1,0 +1,91 @@
+"""Per-channel subscriptions: a process subscribes to the channels its streams serve, and to nothing else.
+
+With ``SSE_REDIS_SUBSCRIBE = "channels"`` (the default), a process subscribes
+to a channel on its one subscription connection when its first stream of that
+channel opens, before the stream reads the store, and unsubscribes when the
+last one closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flask_sse_stream.core import core_of
+from tests.support.client import StreamClient
+from tests.support.redis_server import RedisServer
+from tests.support.streams import until_end
+from tests.support.waiting import wait_until
+
+CONTROL = "{sse}:control"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def channels_subscribed(server: RedisServer) -> set[str]:
+    with server.client() as client:
+        return {name.decode() for name in client.pubsub_channels()}
+
+
+def test_a_process_subscribes_to_the_channels_of_its_streams_only(redis_server, make_app, serve, client_for) -> None:
+    # (A server learns that a client left when it next writes: keep-alives every 0.2 s.)
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_KEEPALIVE=0.2)
+    try:
+        port = serve(app).port
+        news = client_for(port, "/stream?channel=news")
+        both = client_for(port, "/stream?channel=news&channel=user-42")
+        assert channels_subscribed(redis_server) == {CONTROL, "{sse}:c:news", "{sse}:c:user-42"}
+        both.close()
+        wait_until(lambda: channels_subscribed(redis_server) == {CONTROL, "{sse}:c:news"}, 10, "user-42 released")
+        assert sse.send_new_event(data="still here", id=True, channel="news") == 1
+        assert news.next_event().data == "still here"
+    finally:
+        sse.close()
+
+
+def test_a_stream_new_to_the_process_gets_an_event_sent_elsewhere_right_after_it_opened(
+    redis_server, make_app, serve
+) -> None:
+    # The subscription is confirmed before the stream's headers are sent: an
+    # event sent by another worker as soon as they arrive reaches the stream.
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_KEEPALIVE=0.2)
+    other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
+    try:
+        port = serve(app).port
+        for n in range(20):
+            with StreamClient(port, f"/stream?channel=fresh-{n}") as client:
+                assert elsewhere.send_new_event(data=f"at once {n}", channel=f"fresh-{n}") is None
+                assert client.next_event().data == f"at once {n}"
+    finally:
+        sse.close()
+        elsewhere.close()
+
+
+def test_thousands_of_short_streams_on_their_own_channels_leak_no_subscription_and_lose_no_event(
+    redis_server, make_app, serve
+) -> None:
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=10, SSE_KEEPALIVE=0.2)
+    try:
+        port = serve(app).port
+        for batch in range(20):
+            clients = [StreamClient(port, f"/stream?channel=job-{batch}-{n}") for n in range(100)]
+            for n in range(len(clients)):
+                sse.send_new_event(data=f"done {batch}-{n}", id=True, channel=f"job-{batch}-{n}")
+            for n, client in enumerate(clients):
+                assert client.next_event().data == f"done {batch}-{n}"
+                client.close()
+        wait_until(lambda: channels_subscribed(redis_server) == {CONTROL}, 20, "every job channel released")
+        assert core_of(app).backend.channels.held == set()  # type: ignore[attr-defined]
+        # And the process subscribes again as streams come.
+        again = StreamClient(port, "/stream?channel=job-0-0")
+        assert [m.data for m in until_end(again, sse, "job-0-0")] == ["done 0-0"]
+        again.close()
+    finally:
+        sse.close()
