@@ -149,10 +149,24 @@ def test_a_client_resuming_after_redis_restarted_empty_gets_each_new_event_once(
 
 
 def test_a_worker_that_had_sent_nothing_when_redis_lost_its_data_gives_no_old_id(redis_server, new_app) -> None:
-    _, busy = new_app(redis_server)
+    busy_app, busy = new_app(redis_server)
     before = send(busy, "old", 5)
-    _, quiet = new_app(redis_server)  # a worker that starts, and sends nothing for a while
+    quiet_app, quiet = new_app(redis_server)  # a worker that starts, and sends nothing for a while
     busy.close()  # the worker that sent the ids is gone
+
+    redis_server.stop()
+    redis_server.start()  # empty
+    after = send(quiet, "new", 2)
+
+    assert_ids_went_past([id for id, _ in after], before[-1][0] or 0)
+
+
+def test_a_worker_that_started_before_any_id_was_given_and_saw_none_gives_no_old_id(redis_server, new_app) -> None:
+    # It knew the counter's epoch, not its ids: finding no epoch, it knows Redis lost everything.
+    quiet_app, quiet = new_app(redis_server)
+    busy_app, busy = new_app(redis_server)
+    before = send(busy, "old", 5)
+    busy.close()
 
     redis_server.stop()
     redis_server.start()  # empty

@@ -100,13 +100,16 @@ def test_redis_reconnects_are_counted(tmp_path, make_app, serve, client_for) -> 
     redis_server = RedisServer(tmp_path)
     try:
         app, sse = make_app(SSE_REDIS_URL=redis_server.url)
-        client = client_for(serve(app).port)  # the first stream starts the subscription
+        port = serve(app).port
+        client = client_for(port)  # the first stream starts the subscription
         client.next_chunk()
         assert sse.stats["redis_reconnects"] == 0
         redis_server.stop()
-        redis_server.start()
+        redis_server.start()  # empty: the stream ends, and its client resumes
         wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
+        client.wait_closed()
+        again = client_for(port)
         sse.send_new_event(data="after")
-        assert client.next_event().data == "after"
+        assert again.next_event().data == "after"
     finally:
         redis_server.stop()

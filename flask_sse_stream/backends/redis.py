@@ -58,8 +58,10 @@ class RedisBackend:
         self._send = client.register_script(redis_scripts.SEND)
         self._move_past = client.register_script(redis_scripts.MOVE_PAST)
         self._read = client.register_script(redis_scripts.READ)
-        #: The highest id this process has seen: given, received or read.
+        #: The highest id this process has seen: given, received or read; and
+        #: the epoch of the counter it knows (see redis_scripts).
         self.seen = 0
+        self.epoch = ""
         self._primed = False
         self._lock = allocate_lock()
         self._listener: Listener | None = None
@@ -77,12 +79,13 @@ class RedisBackend:
             self.prime("send the event")
         meta = json.dumps([event.event, event.retry, event.text, event.data is not event.text]) if with_id else ""
         keys = [self.key("id"), self.key("store", channel), self.key("marks", channel), self.pubsub_name(channel)]
-        keys += [self.key("lost"), self.key("clock"), self.control_key]
+        keys += [self.key("lost"), self.key("clock"), self.control_key, self.key("epoch")]
         args: list[bytes | str | int] = [channel, event.frame, int(with_id), self.max_history, self._ttl_ms, meta]
-        args += [self.seen, self._tombstone_ms, self.publish_command]
-        id = self.call("send the event", lambda: self._send(keys=keys, args=args))
+        args += [self.seen, self._tombstone_ms, self.publish_command, self.epoch]
+        id, epoch = self.call("send the event", lambda: self._send(keys=keys, args=args))
         if not with_id:
             return event
+        self.epoch = epoch.decode()
         self.saw(int(id))
         return event.with_id(int(id))
 
@@ -169,22 +172,25 @@ class RedisBackend:
     # -- the process's view ----------------------------------------------------
 
     def prime(self, action: str = "read the id counter") -> None:
-        """Learn the id counter once: if Redis loses it later, this process knows what was given before.
+        """Learn the id counter and its epoch once: if Redis loses them later, this process can tell.
 
         Done as the app starts (if Redis answers then) and else before the first send.
         """
-        self.saw(int(self.call(action, lambda: self.connections.client.get(self.key("id"))) or 0))
+        self.move_past(self.seen, action)
         self._primed = True
 
     def saw(self, id: int) -> None:
         if id > self.seen:
             self.seen = id
 
-    def move_past(self, floor: int) -> int:
-        """Move the counter past ``floor`` if it is below; the ids that may have been lost (``lost``)."""
-        keys = [self.key("id"), self.control_key, self.key("lost")]
-        args: list[str | int] = [floor, self.publish_command]
-        return int(self.call("repair the id counter", lambda: self._move_past(keys=keys, args=args)))
+    def move_past(self, floor: int, action: str = "repair the id counter") -> int:
+        """Move the counter past ``floor`` (or every id, if Redis lost its epoch); the ids that may be lost."""
+        keys = [self.key("id"), self.control_key, self.key("lost"), self.key("epoch")]
+        args: list[str | int] = [floor, self.publish_command, self.epoch]
+        lost, epoch, last_id = self.call(action, lambda: self._move_past(keys=keys, args=args))
+        self.epoch = epoch.decode()
+        self.saw(int(last_id))
+        return int(lost)
 
     def listener(self) -> Listener:
         """This process's subscription, started (or started again) if it is not running."""

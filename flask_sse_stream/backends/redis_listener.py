@@ -79,9 +79,7 @@ class Listener(Runner):
         channels = held if backend.channels is not None else self._fanout.channels()
         marker = os.urandom(8).hex()
         facts, seqs = backend.read(channels, marker)
-        lost = facts.lost_upto
-        if facts.last_id < backend.seen:
-            lost = backend.move_past(backend.seen)
+        lost = backend.move_past(backend.seen)  # if Redis lost data, the counter goes past what was given
         first = not self._recovered
         ended = not first and self._cannot_catch_up(facts, lost)
         caught_up: dict[str, set[int]] = {}
@@ -98,6 +96,7 @@ class Listener(Runner):
                 if seq > self._seq.get(channel, seq):
                     self._seq[channel] = seq
                 self._deliver(channel, event)
+        if not first:
             self._fanout.counters.redis_reconnects += 1
             log.warning("resubscribed to Redis at %s", backend.connections.url)
         # First: the streams read the store after this, so no copy to drop.

@@ -14,7 +14,10 @@ Cluster every key of an app is in one hash slot (the scripts touch several):
 - ``{sse}:clock``: with ``SSE_HISTORY_TTL``, a few (time, id) checkpoints over
   the tombstones' lifetime: ids sent before a tombstone could expire;
 - ``{sse}:lost``: ids up to this one may have been lost or given twice, after
-  Redis lost data.
+  Redis lost data;
+- ``{sse}:epoch``: a token made when the counter is first used: a process
+  that knew one and finds none knows Redis lost everything, even if it saw
+  none of the ids given since it started.
 
 Pub/sub channels (not keys): ``{sse}:events`` carries every event when each
 process subscribes to the whole app; ``{sse}:c:<channel>`` carries one
@@ -50,18 +53,38 @@ local function move_past(id_key, control_key, lost_key, floor, publish)
   redis.call(publish, control_key, '\\nlost\\n' .. string.format('%.0f', lost))
   return string.format('%.0f', lost)
 end
+
+-- The floor to check the counter against: past every id given before, if
+-- Redis lost the epoch this process knew.
+local function floor_of(epoch, known, floor)
+  if not epoch and known ~= '' then
+    local t = redis.call('TIME')
+    return math.max(floor, t[1] * 1000000 + t[2])
+  end
+  return floor
+end
+
+local function new_epoch(epoch_key)
+  local t = redis.call('TIME')
+  local epoch = t[1] .. '.' .. t[2]
+  redis.call('SET', epoch_key, epoch)
+  return epoch
+end
 """
 
-#: KEYS: id, store, marks, pub/sub channel of the event, lost, clock, control.
-#: ARGV: channel, frame, with_id, max_history, ttl_ms, meta, floor, tombstone_ms, publish command.
+#: KEYS: id, store, marks, pub/sub channel of the event, lost, clock, control, epoch.
+#: ARGV: channel, frame, with_id, max_history, ttl_ms, meta, floor, tombstone_ms, publish command,
+#: the epoch this process knows. Returns {id, epoch}.
 SEND = (
     _MOVE_PAST
     + """
 local channel, frame, id = ARGV[1], ARGV[2], ''
 local max, ttl, tomb = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[8])
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
+local epoch = redis.call('GET', KEYS[8])
 if ARGV[3] == '1' then
-  local floor = tonumber(ARGV[7])
+  local floor = floor_of(epoch, ARGV[10], tonumber(ARGV[7]))
+  if not epoch then epoch = new_epoch(KEYS[8]) end
   local current = tonumber(redis.call('GET', KEYS[1]) or '0')
   local here = tonumber(redis.call('HGET', KEYS[3], 'last') or '0')
   if here > floor then floor = here end
@@ -110,20 +133,23 @@ else
   redis.call('PERSIST', KEYS[3])  -- it lives with the store
 end
 redis.call(ARGV[9], KEYS[4], channel .. '\\n' .. id .. '\\n' .. seq .. '\\n' .. frame)
-return id
+return {id, epoch or ''}
 """
 )
 
-#: KEYS: id, control, lost. ARGV: floor, publish command. Returns ``lost``.
+#: KEYS: id, control, lost, epoch. ARGV: floor, publish command, the epoch this process knows.
+#: Returns {lost, epoch, last id}.
 MOVE_PAST = (
     _MOVE_PAST
     + """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local floor = tonumber(ARGV[1])
-if current < floor then
-  return move_past(KEYS[1], KEYS[2], KEYS[3], floor, ARGV[2])
+local epoch = redis.call('GET', KEYS[4])
+local floor = floor_of(epoch, ARGV[3], tonumber(ARGV[1]))
+if not epoch then epoch = new_epoch(KEYS[4]) end
+local lost = redis.call('GET', KEYS[3]) or '0'
+if tonumber(redis.call('GET', KEYS[1]) or '0') < floor then
+  lost = move_past(KEYS[1], KEYS[2], KEYS[3], floor, ARGV[2])
 end
-return redis.call('GET', KEYS[3]) or '0'
+return {lost, epoch, redis.call('GET', KEYS[1]) or '0'}
 """
 )
 
