@@ -42,7 +42,8 @@ class Settings:
     """The checked configuration of one app, read once by ``init_app``."""
 
     url_prefix: str
-    redis_url: str | None
+    #: Not in the repr: it may hold the Redis password.
+    redis_url: str | None = field(repr=False)
     keepalive: float
     retry: int | None
     max_history: int
