@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask
 
@@ -28,3 +29,24 @@ def test_the_several_workers_warning_is_quoted_as_logged(caplog) -> None:
     # One line per app of the process not warned about yet: this one's, and maybe other tests'.
     logged = {words(r.getMessage()) for r in caplog.records if "SSE_REDIS_URL is not set" in r.getMessage()}
     assert logged == {words(quoted.code)}
+
+
+def test_a_second_sse_keeps_the_public_ids_apart_as_security_rst_shows(serve, client_for) -> None:
+    (recipe,) = [b for b in rst_blocks(ROOT / "docs" / "security.rst") if "DispatcherMiddleware" in b.code]
+    page: dict[str, Any] = {"__name__": "app"}
+    exec(compile(recipe.code, f"security.rst, {recipe}", "exec"), page)
+    sse, public_sse = page["sse"], page["public_sse"]
+    try:
+        port = serve(page["app"]).port
+        public = client_for(port, "/public/stream")
+        private = client_for(port, "/stream?channel=user-42")
+        assert (public.status, private.status) == (200, 200)
+        assert public_sse.send_new_event(data="status ok", id=True) == 1
+        for n in range(5):
+            sse.send_new_event(data=f"invoice {n}", id=True, channel="user-42")
+        assert public_sse.send_new_event(data="status still ok", id=True) == 2
+        assert [(m.id, m.data) for m in public.events(2)] == [(1, "status ok"), (2, "status still ok")]
+        assert [m.id for m in private.events(5)] == [1, 2, 3, 4, 5]
+    finally:
+        sse.close()
+        public_sse.close()
