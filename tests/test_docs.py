@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Flask
 
+import flask_sse_stream
 from flask_sse_stream import SSE
 from flask_sse_stream.gunicorn_worker import warn_if_in_process
 from tests.support.doc_blocks import rst_blocks
@@ -50,3 +52,9 @@ def test_a_second_sse_keeps_the_public_ids_apart_as_security_rst_shows(serve, cl
     finally:
         sse.close()
         public_sse.close()
+
+
+def test_the_wheel_the_install_section_names_is_this_version() -> None:
+    text = (ROOT / "docs" / "quickstart.rst").read_text(encoding="utf-8")
+    named = set(re.findall(r"flask_sse_stream-([0-9][^-]*)-py3-none-any\.whl", text))
+    assert named == {flask_sse_stream.__version__}
