@@ -29,7 +29,12 @@ class Block:
 
 
 def rst_blocks(path: Path) -> list[Block]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    return rst_blocks_of(path.read_text(encoding="utf-8"))
+
+
+def rst_blocks_of(text: str) -> list[Block]:
+    """The code blocks of reStructuredText ``text`` (a page, or a docstring)."""
+    lines = text.splitlines()
     blocks = []
     n = 0
     while n < len(lines):
