@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -21,18 +22,17 @@ def register(app: Flask, core: SSECore) -> None:
     """Mount the stream at ``SSE_URL_PREFIX`` (and ``/publish``, ``/stats`` beside it with a token)."""
     prefix = core.settings.url_prefix.rstrip("/")
     blueprint = Blueprint(STREAM_BLUEPRINT, __name__)
+    stream = partial(stream_response, core, core.settings.cors_origins)
     blueprint.add_url_rule(
-        "" if prefix else "/",
-        "stream",
-        lambda: stream_response(core, core.settings.cors_origins),
-        methods=["GET", "OPTIONS"],
-        provide_automatic_options=False,
+        "" if prefix else "/", "stream", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False
     )
+    # The views that answer any method at their path, the one the route does not list included.
+    views: dict[str, Callable[[], Any]] = {prefix: stream}
     if core.settings.publish_token is not None:
         # For servers and scripts, beside the stream: <prefix>/publish and <prefix>/stats.
         endpoints = (("publish", publish_response, PUBLISH_METHODS), ("stats", stats_response, STATS_METHODS))
         for name, view, methods in endpoints:
-            view_of_core = partial(view, core)
+            view_of_core = views[f"{prefix}/{name}"] = partial(view, core)
             blueprint.add_url_rule(f"/{name}", name, view_of_core, methods=methods, provide_automatic_options=False)
     app.register_blueprint(blueprint, url_prefix=prefix or None)
 
@@ -40,9 +40,12 @@ def register(app: Flask, core: SSECore) -> None:
     def before_any_request() -> Any:
         on_request(request.environ)
         # Werkzeug's routing answers any other method with an HTML 405 that
-        # lists methods the stream does not serve; the view answers it in
-        # plain text, as the standalone server does. (Flask runs this
-        # before it raises the routing error.)
-        if isinstance(request.routing_exception, MethodNotAllowed) and request.path.rstrip("/") == prefix:
-            return stream_response(core, core.settings.cors_origins)
+        # lists methods the view does not serve; the view answers it itself,
+        # in its own form (the stream in plain text, as the standalone server
+        # does; the endpoints in JSON). Flask runs this before it raises the
+        # routing error.
+        if isinstance(request.routing_exception, MethodNotAllowed):
+            view = views.get(request.path.rstrip("/"))
+            if view is not None:
+                return view()
         return None

@@ -23,6 +23,7 @@ from flask.cli import AppGroup
 
 from .core import SSECore, core_of
 from .event import DEFAULT_CHANNEL
+from .redact import redact_url
 
 #: Seconds the commands wait for a server that ``--url`` names.
 TIMEOUT = 10.0
@@ -161,11 +162,15 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _endpoint(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+    try:
+        parts = urlsplit(url)
+        userinfo = parts.username is not None
+    except ValueError:
+        parts, userinfo = urlsplit(""), False
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment or userinfo:
         raise click.BadParameter(
-            f"--url must be the stream's http:// or https:// URL without a query, such as"
-            f" http://localhost:5000/stream; got {url!r}",
+            f"--url must be the stream's http:// or https:// URL without a query or a user name (the token"
+            f" goes in --token), such as http://localhost:5000/stream; got {redact_url(url)!r}",
         )
     return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}/{name}"
 

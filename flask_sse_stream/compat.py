@@ -91,7 +91,7 @@ class ServerSentEventsBlueprint(Blueprint):
         retry: int | None = None,
         channel: str = DEFAULT_CHANNEL,
     ) -> int | None:
-        """Flask-SSE's ``publish``, through the app of the current context: see :meth:`SSE.publish`.
+        """Flask-SSE's ``publish``, through the app of the current context: see :meth:`flask_sse_stream.SSE.publish`.
 
         Returns the event's id, or ``None``.
         """

@@ -6,6 +6,7 @@ exactly these keys with these defaults.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,8 @@ class Settings:
     """The checked configuration of one app, read once by ``init_app``."""
 
     url_prefix: str
-    redis_url: str | None
+    #: Not in the repr: it may hold the Redis password.
+    redis_url: str | None = field(repr=False)
     keepalive: float
     retry: int | None
     max_history: int
@@ -90,7 +92,7 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
     values = {}
     for key, default in DEFAULTS.items():
         values[option_name(key)] = config.setdefault(key, options.get(option_name(key), default))
-    return Settings(
+    settings = Settings(
         url_prefix=_url_prefix(values["url_prefix"]),
         redis_url=_redis_url(values["redis_url"]),
         keepalive=_positive_number("SSE_KEEPALIVE", values["keepalive"]),
@@ -109,18 +111,38 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         tombstone_ttl=_positive_number("SSE_TOMBSTONE_TTL", values["tombstone_ttl"]),
         redis_subscribe=_one_of("SSE_REDIS_SUBSCRIBE", values["redis_subscribe"], ("channels", "app")),
     )
+    config["SSE_URL_PREFIX"] = settings.url_prefix  # the path as served: "/events/" is "/events"
+    return settings
 
 
 def cors_origins(key: str, value: Any) -> CorsOrigins:
-    """``None``, ``"*"``, or a list of origins such as ``"https://example.com"``."""
+    """``None``, ``"*"``, or a list of origins such as ``"https://example.com"``.
+
+    An origin is compared exactly with the browser's ``Origin`` header, so one
+    written otherwise (a path, upper case, the default port) would never
+    match: it is refused.
+    """
     if value is None or value == "*":
         return value  # type: ignore[no-any-return]
     if isinstance(value, str) or not isinstance(value, (list, tuple, set, frozenset)):
         raise TypeError(f'{key} must be None, "*" or a list of origins like "https://example.com", got {show(value)}')
     for origin in value:
-        if not isinstance(origin, str) or "://" not in origin or origin.endswith("/") or origin == "*":
-            raise ValueError(f'{key} must list origins as "scheme://host[:port]" without a path, got {show(origin)}')
+        if not _is_origin(origin):
+            raise ValueError(
+                f'{key} must list origins as "scheme://host[:port]", as a browser sends them in its Origin header:'
+                f" lower case, without a path, a query or the scheme's default port; got {show(origin)}"
+            )
     return tuple(value)
+
+
+#: An origin as a browser serializes it (WHATWG URL, "origin"): scheme, host, and a port only if not the default.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://(?:\[[0-9a-f:.]+\]|[a-z0-9._~!$&'()*+,;=%-]+)(:[1-9][0-9]{0,4})?")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443", "ws": ":80", "wss": ":443"}
+
+
+def _is_origin(value: Any) -> bool:
+    match = _ORIGIN.fullmatch(value) if isinstance(value, str) else None
+    return match is not None and match.group(1) != _DEFAULT_PORTS.get(value.partition(":")[0], "")
 
 
 def _positive_number(key: str, value: Any) -> float:
@@ -150,7 +172,7 @@ def _bool(key: str, value: Any) -> bool:
 def _url_prefix(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
         raise ValueError(f'SSE_URL_PREFIX must be a path starting with "/", such as "/stream", got {show(value)}')
-    return value
+    return value.rstrip("/") or "/"
 
 
 def _redis_url(value: Any) -> str | None:

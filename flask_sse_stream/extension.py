@@ -88,7 +88,10 @@ class SSE:
 
             @sse.authorize
             def may_listen(channel):
-                return channel == "news" or channel == f"user-{session.get('user_id')}"
+                if channel in ("sse", "news"):
+                    return True
+                user_id = session.get("user_id")
+                return user_id is not None and channel == f"user-{user_id}"
         """
         self._authorizers.append(f)
         return f

@@ -22,6 +22,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
 from .concurrency import Home
+from .config import CorsOrigins
 from .config import cors_origins as check_cors_origins
 from .core import SSECore, core_of
 from .event import show
@@ -32,6 +33,16 @@ from .stream_view import stream_response
 log = logging.getLogger("flask_sse_stream.server")
 
 _Socket = get_original("socket", "socket")
+
+
+class _OwnOrigins:
+    """The default of ``cors_origins``: the SSE's own ``SSE_CORS_ORIGINS``, or ``"*"`` if it has none."""
+
+    def __repr__(self) -> str:
+        return "<the SSE's SSE_CORS_ORIGINS, else '*'>"
+
+
+OWN_ORIGINS: Any = _OwnOrigins()
 
 
 class StopServer:
@@ -57,7 +68,7 @@ def start_sse_tcp_port(
     max_allow_wait: int = 4,
     reuse: bool = False,
     hostname: str | None = None,
-    cors_origins: str | Iterable[str] | None = "*",
+    cors_origins: str | Iterable[str] | None = OWN_ORIGINS,
 ) -> StopServer:
     """Serve the stream of ``a_sse`` at ``/`` of ``hostname:port_no``, in the background.
 
@@ -67,7 +78,10 @@ def start_sse_tcp_port(
     :param reuse: set ``SO_REUSEADDR``, so that after ``stop()`` the port can
         be listened on again at once.
     :param hostname: the interface to listen on; ``None``: all of them (IPv4 and IPv6).
-    :param cors_origins: ``"*"``, a list of allowed origins, or ``None``.
+    :param cors_origins: ``"*"``, a list of allowed origins, or ``None`` (no
+        CORS headers). By default the SSE's own :data:`SSE_CORS_ORIGINS`
+        (``make_sse(cors_origins=[...])``), and ``"*"`` when it is ``None``,
+        as in the Racket library, whose page and stream are on two ports.
     :return: ``stop()``, which closes the listener and every open stream of
         this server within one second.
     """
@@ -81,11 +95,9 @@ def start_sse_tcp_port(
         )
     if hostname is not None and not isinstance(hostname, str):
         raise TypeError(f"hostname must be a str or None (all interfaces), got {show(hostname)}")
-    origins = check_cors_origins(
-        "cors_origins", list(cors_origins) if isinstance(cors_origins, (set, frozenset)) else cors_origins
-    )
     app = a_sse._app()
     core = core_of(app)
+    origins = _origins(cors_origins, core.settings.cors_origins)
     listener = _listen(hostname, port_no, max_allow_wait, bool(reuse))
     server = _ServerThread(listener, _stream_app(app, core, origins, tag=listener), core, tag=listener)
     server.start()
@@ -93,6 +105,14 @@ def start_sse_tcp_port(
     atexit.register(server.stop)
     log.info("serving server-sent events on port %d", server.port)
     return StopServer(server.port, server.stop)
+
+
+def _origins(cors_origins: str | Iterable[str] | None, own: CorsOrigins) -> CorsOrigins:
+    if cors_origins is OWN_ORIGINS:
+        return "*" if own is None else own
+    if isinstance(cors_origins, (set, frozenset)):
+        cors_origins = list(cors_origins)
+    return check_cors_origins("cors_origins", cors_origins)
 
 
 def _stream_app(app: Flask, core: SSECore, origins: Any, tag: object) -> Callable[..., Any]:

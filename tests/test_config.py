@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from flask import Flask
+from flask import Flask, url_for
 
 from flask_sse_stream import SSE, make_sse
 
@@ -133,6 +133,17 @@ INVALID = [
     ("SSE_CORS_ORIGINS", "http://a", "'http://a'"),
     ("SSE_CORS_ORIGINS", ["http://a/"], "'http://a/'"),
     ("SSE_CORS_ORIGINS", ["example.com"], "'example.com'"),
+    # Never equal to a browser's Origin header: an error, not an origin that silently never matches.
+    ("SSE_CORS_ORIGINS", ["https://a.example/app"], "'https://a.example/app'"),
+    ("SSE_CORS_ORIGINS", ["https://a.example?x=1"], "'https://a.example?x=1'"),
+    ("SSE_CORS_ORIGINS", ["https://a.example#top"], "'https://a.example#top'"),
+    ("SSE_CORS_ORIGINS", ["https://App.example"], "'https://App.example'"),
+    ("SSE_CORS_ORIGINS", ["HTTPS://a.example"], "'HTTPS://a.example'"),
+    ("SSE_CORS_ORIGINS", ["https://a.example:443"], "'https://a.example:443'"),
+    ("SSE_CORS_ORIGINS", ["http://a.example:80"], "'http://a.example:80'"),
+    ("SSE_CORS_ORIGINS", ["https://user@a.example"], "'https://user@a.example'"),
+    ("SSE_CORS_ORIGINS", ["https://"], "'https://'"),
+    ("SSE_CORS_ORIGINS", [" https://a.example"], "' https://a.example'"),
     ("SSE_URL_PREFIX", "stream", "'stream'"),
     ("SSE_URL_PREFIX", None, "None"),
     ("SSE_REDIS_URL", "http://x", "'http://x'"),
@@ -175,7 +186,17 @@ def test_config_error_says_what_is_accepted() -> None:
         SSE(app)
 
 
-@pytest.mark.parametrize("value", [None, "*", ["https://a.example", "http://b.example:8080"], ("https://a.example",)])
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "*",
+        ["https://a.example", "http://b.example:8080"],
+        ("https://a.example",),
+        ["http://[::1]:8080", "http://127.0.0.1:5000", "chrome-extension://abcdefghijklmnop"],
+        ["https://xn--bcher-kva.example"],
+    ],
+)
 def test_valid_cors_origins_are_accepted(value: Any) -> None:
     app = Flask(__name__)
     SSE(app, cors_origins=value)
@@ -196,6 +217,16 @@ def test_url_prefix_moves_the_stream_endpoint(prefix: str, path: str) -> None:
     if path != "/":
         assert first_chunk(app, "/stream")[0] == 404
     assert sse.connections == []  # the stream closed with the response
+
+
+@pytest.mark.parametrize(("prefix", "used"), [("/events/", "/events"), ("/", "/"), ("/a/b//", "/a/b")])
+def test_init_app_writes_the_url_prefix_it_uses(prefix: str, used: str) -> None:
+    app = Flask(__name__)
+    app.config["SSE_URL_PREFIX"] = prefix
+    SSE(app)
+    assert app.config["SSE_URL_PREFIX"] == used
+    with app.test_request_context():
+        assert url_for("sse.stream") == used
 
 
 def test_url_prefix_stream_takes_its_channel_parameter() -> None:

@@ -353,6 +353,29 @@ def test_default_cors_allows_any_origin_without_credentials(start: Start, connec
     assert "access-control-allow-credentials" not in client.headers
 
 
+@pytest.mark.parametrize("where", ["make_sse", "app.config"])
+def test_by_default_the_sses_own_origins_hold(start: Start, connect: Callable[..., StreamClient], where: str) -> None:
+    if where == "make_sse":
+        a_sse = make_sse(cors_origins=["http://localhost:8080"])
+    else:
+        app = Flask(__name__)
+        app.config["SSE_CORS_ORIGINS"] = ["http://localhost:8080"]
+        a_sse = SSE(app)
+    stop = start(0, a_sse)
+    allowed = connect(stop.port, headers={"Origin": "http://localhost:8080"})
+    assert allowed.headers["access-control-allow-origin"] == "http://localhost:8080"
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    other = connect(stop.port, headers={"Origin": "https://evil.example"})
+    assert other.status == 200
+    assert not [name for name in other.headers if name.startswith("access-control-")]
+
+
+def test_an_explicit_cors_origins_wins_over_the_sses(start: Start, connect: Callable[..., StreamClient]) -> None:
+    stop = start(0, make_sse(cors_origins=["http://localhost:8080"]), cors_origins=None)
+    client = connect(stop.port, headers={"Origin": "http://localhost:8080"})
+    assert not [name for name in client.headers if name.startswith("access-control-")]
+
+
 def test_cors_list_echoes_a_listed_origin_with_credentials(start: Start, connect: Callable[..., StreamClient]) -> None:
     stop = start(0, make_sse(), cors_origins=["https://page.example", "http://localhost:8080"])
     allowed = connect(stop.port, headers={"Origin": "http://localhost:8080"})

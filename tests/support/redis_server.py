@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from .servers import free_port
 
@@ -49,7 +51,8 @@ class RedisServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        # No retries: redis-py would retry a refused password for seconds before saying so.
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + 10
         while True:
             try:
