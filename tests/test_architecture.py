@@ -20,6 +20,7 @@ ORDER = [
     "event",
     "config",
     "concurrency",
+    "quiet_log",
     "stats",
     "replay",
     "single_flight",
