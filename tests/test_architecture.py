@@ -39,6 +39,7 @@ ORDER = [
     "core",
     "gunicorn_worker",
     "stream_request",
+    "request_body",
     "stream_body",
     "stream_view",
     "endpoints",
