@@ -87,16 +87,24 @@ def publish_response(core: SSECore) -> Response:
 
 
 def stats_response(core: SSECore) -> Response:
-    """Answer a request to ``<prefix>/stats``: ``sse.stats``, the store sizes and the pid."""
+    """Answer a request to ``<prefix>/stats``: ``sse.stats``, the store sizes and the pid.
+
+    ``stored`` counts the stored events of each ``channel`` parameter; without
+    one, of every channel that has a store.
+    """
     refused = _check_request("GET", core)
     if refused is not None:
         return refused
     try:
-        channels = parse_channels(parse_query(request.environ.get("QUERY_STRING", "")))
+        query = parse_query(request.environ.get("QUERY_STRING", ""))
+        channels = parse_channels(query)
     except BadRequest as error:
         return _error(400, str(error), field="channel")
     try:
-        stored = {channel: len(core.backend.stored(channel)) for channel in channels}
+        if any(key == "channel" for key, _ in query):
+            stored = {channel: len(core.backend.stored(channel)) for channel in channels}
+        else:  # every channel that has a store
+            stored = dict(sorted(core.backend.store_sizes().items()))
     except ConnectionError as error:
         return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
     response = _json(200, {**core.stats(), "stored": stored, "pid": os.getpid()})

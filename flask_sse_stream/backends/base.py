@@ -34,6 +34,10 @@ class Backend(Protocol):
         """The stored events of ``channel``, oldest first, with every field (for ``SSE.history``)."""
         ...
 
+    def store_sizes(self) -> dict[str, int]:
+        """Every channel that has a store, and how many events it holds (for ``flask sse stats``)."""
+        ...
+
     def close(self) -> None:
         """Release connections and background work."""
         ...
