@@ -1,4 +1,4 @@
-"""The routes an app gets from ``init_app``: the stream, and with a token the publish and stats endpoints."""
+"""The routes an app gets from ``init_app``: the stream, the health probes, with a token publish and stats."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from werkzeug.exceptions import MethodNotAllowed
 from .core import SSECore
 from .endpoints import PUBLISH_METHODS, STATS_METHODS, publish_response, stats_response
 from .gunicorn_worker import on_request
+from .probes import LIVE, READY, live_response, ready_response
+from .probes import METHODS as PROBE_METHODS
 from .stream_view import stream_response
 
 #: The name of the stream's blueprint: its endpoint is ``sse.stream``, as Flask-SSE's.
@@ -18,7 +20,7 @@ STREAM_BLUEPRINT = "sse"
 
 
 def register(app: Flask, core: SSECore) -> None:
-    """Mount the stream at ``SSE_URL_PREFIX`` (and ``/publish``, ``/stats`` beside it with a token)."""
+    """Mount the stream at ``SSE_URL_PREFIX``, the probes beside it (and ``/publish``, ``/stats`` with a token)."""
     prefix = core.settings.url_prefix.rstrip("/")
     blueprint = Blueprint(STREAM_BLUEPRINT, __name__)
     blueprint.add_url_rule(
@@ -34,6 +36,9 @@ def register(app: Flask, core: SSECore) -> None:
         for name, view, methods in endpoints:
             view_of_core = partial(view, core)
             blueprint.add_url_rule(f"/{name}", name, view_of_core, methods=methods, provide_automatic_options=False)
+    for path, name, probe in ((LIVE, "health_live", live_response), (READY, "health_ready", ready_response)):
+        view = partial(probe, core)
+        blueprint.add_url_rule(path, name, view, methods=PROBE_METHODS, provide_automatic_options=False)
     app.register_blueprint(blueprint, url_prefix=prefix or None)
 
     @app.before_request

@@ -43,6 +43,7 @@ ORDER = [
     "stream_body",
     "stream_view",
     "endpoints",
+    "probes",
     "cli",
     "blueprint",
     "extension",

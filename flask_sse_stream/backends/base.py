@@ -38,6 +38,10 @@ class Backend(Protocol):
         """Every channel that has a store, and how many events it holds (for ``flask sse stats``)."""
         ...
 
+    def unready(self) -> str | None:
+        """Why this process cannot serve streams now, in a few words without any address; None if it can."""
+        ...
+
     def close(self) -> None:
         """Release connections and background work."""
         ...

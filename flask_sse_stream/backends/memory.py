@@ -86,6 +86,9 @@ class MemoryBackend:
                 self._expire(channel, now)
             return {channel: len(store) for channel, store in self._stores.items() if store}
 
+    def unready(self) -> str | None:
+        return None
+
     def sweep(self) -> None:
         """Drop the stores and tombstones that have expired."""
         with self._lock:

@@ -151,6 +151,16 @@ class RedisBackend:
 
         return self.call("count the stored events", scan)
 
+    def unready(self) -> str | None:
+        """Why streams cannot be served now: no live subscription, or no answer to PING."""
+        if not self.listener().up_now:
+            return "the Redis subscription is down"
+        try:
+            self.call("ping Redis", self.connections.client.ping)
+        except ConnectionError:
+            return "Redis does not answer"
+        return None
+
     # -- the process's view ----------------------------------------------------
 
     def saw(self, id: int) -> None:

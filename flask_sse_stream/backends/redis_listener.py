@@ -94,6 +94,11 @@ class Listener:
     def serves_this_process(self) -> bool:
         return self.pid == os.getpid() and not self._stopping
 
+    @property
+    def up_now(self) -> bool:
+        """Whether the subscription is up now and has recovered since it last was lost (readiness probes)."""
+        return self.running() and self._recovered and not self._lost_logged and not self._stopping
+
     def running(self) -> bool:
         runner = self._runner
         return runner is not None and runner.is_alive()
