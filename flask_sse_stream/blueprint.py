@@ -11,6 +11,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from .core import SSECore
 from .endpoints import PUBLISH_METHODS, STATS_METHODS, publish_response, stats_response
 from .gunicorn_worker import on_request
+from .metrics import keep_syncing
 from .probes import LIVE, READY, live_response, ready_response
 from .probes import METHODS as PROBE_METHODS
 from .stream_view import stream_response
@@ -44,6 +45,7 @@ def register(app: Flask, core: SSECore) -> None:
     @app.before_request
     def before_any_request() -> Any:
         on_request(request.environ)
+        keep_syncing()
         # Werkzeug's routing answers any other method with an HTML 405 that
         # lists methods the stream does not serve; the view answers it in
         # plain text, as the standalone server does. (Flask runs this

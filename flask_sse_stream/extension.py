@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 from flask.json.provider import DefaultJSONProvider
 
-from . import blueprint, config
+from . import blueprint, config, metrics
 from .cli import sse_cli
 from .core import Authorizer, SSECore, attach
 from .event import DEFAULT_CHANNEL, Event, show
@@ -76,6 +76,7 @@ class SSE:
         app.extensions["sse"] = self
         app.sse = self  # type: ignore[attr-defined]
         blueprint.register(app, core)
+        metrics.enable(core)
         app.cli.add_command(sse_cli)
 
     def authorize(self, f: Authorizer) -> Authorizer:

@@ -37,6 +37,7 @@ ORDER = [
     "backends.redis",
     "backends",
     "core",
+    "metrics",
     "gunicorn_worker",
     "stream_request",
     "request_body",
