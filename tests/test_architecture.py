@@ -51,6 +51,7 @@ ORDER = [
     "server",
     "racket",
     "compat",
+    "testing",
     "",  # __init__
 ]
 MAX_MODULE_LINES = 300
