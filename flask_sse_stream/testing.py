@@ -67,7 +67,9 @@ class EventStream:
 
     def __init__(self, response: Any) -> None:
         self._response = response
+        #: The response's status: ``200`` for an open stream.
         self.status_code: int = response.status_code
+        #: The response's headers.
         self.headers = response.headers
         #: The body of a refused stream; ``""`` for an open one.
         self.text = ""
