@@ -25,6 +25,8 @@ from .stream_view import RETRY_AFTER
 
 #: The largest request body the publish endpoint reads, in bytes: more is ``413``.
 MAX_BODY = 1024 * 1024
+#: Seconds a connection closed after an answer still takes (and drops) what the client sends.
+BODY_LINGER = 2.0
 #: The fields of the publish body, all optional.
 FIELDS = ("data", "event", "id", "retry", "channel")
 PUBLISH_METHODS = ["POST", "GET", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -55,10 +57,10 @@ def publish_response(core: SSECore) -> Response:
         environ = request.environ
         body = read_body(environ, request.stream, request.content_length, MAX_BODY, core.settings.publish_timeout)
     except TooLarge:
-        return close_after(_error(413, f"the body must be at most {MAX_BODY} bytes"), environ)
+        return close_after(_error(413, f"the body must be at most {MAX_BODY} bytes"), environ, BODY_LINGER)
     except TooSlow as error:
         core.log.warning("slow_body", "refused a POST to %s from %s: %s", request.path, request.remote_addr, error)
-        return close_after(_error(408, str(error)), environ)
+        return close_after(_error(408, str(error)), environ, BODY_LINGER)
     try:
         fields = _parse(body)
         with_id = fields.get("id", False)
@@ -128,7 +130,7 @@ def _unread(response: Response) -> Response:
     on the connection: a client that announces a body and sends none would
     hold a greenlet until the server gives up.
     """
-    return close_after(response, request.environ) if has_unread_body(request.environ) else response
+    return close_after(response, request.environ, BODY_LINGER) if has_unread_body(request.environ) else response
 
 
 def _refusal(method: str, core: SSECore) -> Response | None:

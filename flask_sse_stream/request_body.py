@@ -18,7 +18,6 @@ from flask import Response
 from werkzeug.exceptions import HTTPException
 
 from .concurrency import in_gevent
-from .stream import shutdown
 from .stream_request import socket_of
 
 
@@ -65,20 +64,36 @@ def has_unread_body(environ: dict[str, Any]) -> bool:
     return (length.isdigit() and int(length) > 0) or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
-def close_after(response: Response, environ: dict[str, Any]) -> Response:
-    """``response``, after which the client's connection closes (when the server tells its socket)."""
+def close_after(response: Response, environ: dict[str, Any], linger: float) -> Response:
+    """``response``, after which the client's connection closes (when the server tells its socket).
+
+    A lingering close: the write side ends after the answer, so the client
+    sees the answer and the end; what it still sends is read and dropped by
+    the server, for ``linger`` seconds at most. Closing outright while a
+    client still sends its body would reset the connection, and the client
+    could lose the answer.
+    """
     sock = socket_of(environ)
     if sock is not None:
-        response.call_on_close(lambda: shutdown(sock))
+        response.call_on_close(lambda: _linger(sock, linger))
     return response
 
 
-class _Deadline:
-    """Shuts the read side of ``sock`` after ``seconds`` unless cancelled first."""
+def _linger(sock: Any, seconds: float) -> None:
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return  # the client is gone already
+    _Deadline(sock, seconds, socket.SHUT_RDWR)
 
-    def __init__(self, sock: Any, seconds: float) -> None:
+
+class _Deadline:
+    """Shuts the read side (or ``how``) of ``sock`` after ``seconds`` unless cancelled first."""
+
+    def __init__(self, sock: Any, seconds: float, how: int = socket.SHUT_RD) -> None:
         self.passed = False
         self._sock = sock
+        self._how = how
         self._timer: Any = None
         if sock is None:
             return
@@ -92,7 +107,7 @@ class _Deadline:
     def _expire(self) -> None:
         self.passed = True
         try:
-            self._sock.shutdown(socket.SHUT_RD)
+            self._sock.shutdown(self._how)
         except OSError:
             pass  # the client is gone already
 
