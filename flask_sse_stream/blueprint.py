@@ -1,4 +1,4 @@
-"""The routes an app gets from ``init_app``: the stream, and with a token the publish and stats endpoints."""
+"""The routes an app gets from ``init_app``: the stream, the health probes, with a token publish and stats."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from werkzeug.exceptions import MethodNotAllowed
 from .core import SSECore
 from .endpoints import PUBLISH_METHODS, STATS_METHODS, publish_response, stats_response
 from .gunicorn_worker import on_request
+from .metrics import keep_syncing
+from .probes import LIVE, READY, live_response, ready_response
+from .probes import METHODS as PROBE_METHODS
 from .stream_view import stream_response
 
 #: The name of the stream's blueprint: its endpoint is ``sse.stream``, as Flask-SSE's.
@@ -19,7 +22,7 @@ STREAM_BLUEPRINT = "sse"
 
 
 def register(app: Flask, core: SSECore) -> None:
-    """Mount the stream at ``SSE_URL_PREFIX`` (and ``/publish``, ``/stats`` beside it with a token)."""
+    """Mount the stream at ``SSE_URL_PREFIX``, the probes beside it (and ``/publish``, ``/stats`` with a token)."""
     prefix = core.settings.url_prefix.rstrip("/")
     blueprint = Blueprint(STREAM_BLUEPRINT, __name__)
     stream = partial(stream_response, core, core.settings.cors_origins)
@@ -34,11 +37,15 @@ def register(app: Flask, core: SSECore) -> None:
         for name, view, methods in endpoints:
             view_of_core = views[f"{prefix}/{name}"] = partial(view, core)
             blueprint.add_url_rule(f"/{name}", name, view_of_core, methods=methods, provide_automatic_options=False)
+    for path, name, probe in ((LIVE, "health_live", live_response), (READY, "health_ready", ready_response)):
+        view = partial(probe, core)
+        blueprint.add_url_rule(path, name, view, methods=PROBE_METHODS, provide_automatic_options=False)
     app.register_blueprint(blueprint, url_prefix=prefix or None)
 
     @app.before_request
     def before_any_request() -> Any:
         on_request(request.environ)
+        keep_syncing()
         # Werkzeug's routing answers any other method with an HTML 405 that
         # lists methods the view does not serve; the view answers it itself,
         # in its own form (the stream in plain text, as the standalone server

@@ -95,7 +95,7 @@ def send(
     "--channel",
     "channels",
     multiple=True,
-    help=f"A channel whose stored events to count; repeat it for several. Default: {DEFAULT_CHANNEL}.",
+    help="A channel whose stored events to count; repeat it for several. Default: every channel with a store.",
 )
 @click.option("--url", help=_URL_HELP.format(endpoint="stats"))
 @click.option("--token", envvar="SSE_PUBLISH_TOKEN", show_envvar=True, help=_TOKEN_HELP)
@@ -107,7 +107,6 @@ def stats(channels: tuple[str, ...], url: str | None, token: str | None, as_json
     command (no streams; with Redis, the shared store); with --url, those of
     the server process that answered (one worker of several, maybe).
     """
-    channels = channels or (DEFAULT_CHANNEL,)
     if url is not None:
         numbers = _call(url, "stats", _token(token), query=[("channel", channel) for channel in channels])
         if not isinstance(numbers, dict):
@@ -116,7 +115,10 @@ def stats(channels: tuple[str, ...], url: str | None, token: str | None, as_json
     else:
         core = _core()
         try:
-            stored = {channel: len(core.history(channel)) for channel in channels}
+            if channels:
+                stored = {channel: len(core.history(channel)) for channel in channels}
+            else:
+                stored = dict(sorted(core.backend.store_sizes().items()))
         except (TypeError, ValueError, ConnectionError) as error:
             raise click.ClickException(str(error)) from None
         numbers = {**core.stats(), "stored": stored, "pid": os.getpid()}
@@ -136,7 +138,12 @@ def stats(channels: tuple[str, ...], url: str | None, token: str | None, as_json
         click.echo(f"  {channel}: {count}")
     click.echo("Since the process started:")
     for name, value in numbers.items():
-        click.echo(f"  {name}: {value}")
+        if isinstance(value, dict):
+            click.echo(f"  {name}:")
+            for key, count in value.items():
+                click.echo(f"    {key}: {count}")
+        else:
+            click.echo(f"  {name}: {value}")
 
 
 def _core() -> SSECore:

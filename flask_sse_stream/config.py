@@ -31,6 +31,11 @@ DEFAULTS: dict[str, Any] = {
     "SSE_PUBLISH_TOKEN": None,
     "SSE_TOMBSTONE_TTL": 86400,
     "SSE_REDIS_SUBSCRIBE": "channels",
+    "SSE_MAX_CONNECTIONS_PER_CLIENT": None,
+    "SSE_LOG_INTERVAL": 60,
+    "SSE_PUBLISH_TIMEOUT": 10,
+    "SSE_METRICS": True,
+    "SSE_METRICS_CHANNELS": 20,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -62,6 +67,17 @@ class Settings:
     tombstone_ttl: float = 86400.0
     #: What each process subscribes to with Redis: the ``channels`` it serves, or the whole ``app``.
     redis_subscribe: str = "channels"
+    #: Open streams one client address may hold in this process; ``None``: no such limit.
+    max_connections_per_client: int | None = None
+    #: Seconds between two log lines of the same kind of refusal.
+    log_interval: float = 60.0
+    #: Seconds the publish endpoint waits for a request body.
+    publish_timeout: float = 10.0
+    #: Prometheus metrics: ``True`` (prometheus_client's default registry, if installed),
+    #: ``False``, or a ``CollectorRegistry``.
+    metrics: object = True
+    #: Channels named in the per-channel metrics; the others are summed.
+    metrics_channels: int = 20
 
 
 #: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.
@@ -110,6 +126,13 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         publish_token=_publish_token(values["publish_token"]),
         tombstone_ttl=_positive_number("SSE_TOMBSTONE_TTL", values["tombstone_ttl"]),
         redis_subscribe=_one_of("SSE_REDIS_SUBSCRIBE", values["redis_subscribe"], ("channels", "app")),
+        max_connections_per_client=None
+        if values["max_connections_per_client"] is None
+        else _int_at_least("SSE_MAX_CONNECTIONS_PER_CLIENT", values["max_connections_per_client"], 1),
+        log_interval=_seconds_or_zero("SSE_LOG_INTERVAL", values["log_interval"]),
+        publish_timeout=_positive_number("SSE_PUBLISH_TIMEOUT", values["publish_timeout"]),
+        metrics=_metrics(values["metrics"]),
+        metrics_channels=_int_at_least("SSE_METRICS_CHANNELS", values["metrics_channels"], 0),
     )
     config["SSE_URL_PREFIX"] = settings.url_prefix  # the path as served: "/events/" is "/events"
     return settings
@@ -149,6 +172,21 @@ def _positive_number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise ValueError(f"{key} must be a positive number of seconds, got {show(value)}")
     return float(value)
+
+
+def _seconds_or_zero(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ValueError(f"{key} must be a number of seconds, 0 or more, got {show(value)}")
+    return float(value)
+
+
+def _metrics(value: Any) -> object:
+    if isinstance(value, bool) or callable(getattr(value, "register", None)):
+        return value
+    raise TypeError(
+        "SSE_METRICS must be True (prometheus_client's default registry, when prometheus_client is installed),"
+        f" False, or a prometheus_client.CollectorRegistry, got {show(value)}"
+    )
 
 
 def _int_at_least(key: str, value: Any, low: int) -> int:

@@ -10,9 +10,11 @@ an app (:func:`attach`).
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable
-from typing import Any
+from time import perf_counter
+from typing import Any, Protocol
 
 from flask import Flask
 
@@ -21,10 +23,16 @@ from .backends import Backend, create_backend
 from .config import Settings
 from .event import Event, check_channel, new_event, show
 from .fanout import Fanout
+from .quiet_log import QuietLog
 from .stats import Counters, numbers
 from .stream import Stream
 
 Authorizer = Callable[[str], bool]
+
+
+class Observer(Protocol):
+    def observe(self, seconds: float) -> None: ...
+
 
 _cores: weakref.WeakKeyDictionary[Flask, SSECore] = weakref.WeakKeyDictionary()
 
@@ -49,6 +57,10 @@ class SSECore:
         self.counters = Counters()
         self.fanout = Fanout(self.counters)
         self.backend: Backend = create_backend(settings, self.fanout)
+        #: Refusals logged at most once per ``SSE_LOG_INTERVAL`` per reason.
+        self.log = QuietLog(logging.getLogger("flask_sse_stream"), settings.log_interval)
+        #: Where the seconds of each ``send_new_event`` go, with metrics on (see metrics).
+        self.latency: Observer | None = None
 
     def send_new_event(self, data: Any, event: str | None, id: bool, retry: int | None, channel: str) -> int | None:
         """Check and encode the event, then send it; its id or ``None``.
@@ -56,6 +68,8 @@ class SSECore:
         Raises :class:`TypeError` or :class:`ValueError` before anything is
         sent or stored, :class:`ConnectionError` if the store cannot be reached.
         """
+        latency = self.latency
+        started = perf_counter() if latency is not None else 0.0
         if id is not True and id is not False:
             raise TypeError(
                 "id must be True (give the event the next id and store it)"
@@ -64,6 +78,8 @@ class SSECore:
         check_channel(channel)
         sent = self.backend.send(channel, new_event(data, event, retry, self.dumps), with_id=id)
         self.counters.events_sent += 1
+        if latency is not None:
+            latency.observe(perf_counter() - started)
         return sent.id
 
     def open_stream(self, stream: Stream, after: int | None) -> replay.ReplayPlan:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import logging
 import os
 from collections.abc import Callable
 from functools import partial
@@ -20,18 +19,19 @@ from flask import Response, request
 
 from .core import SSECore
 from .event import DEFAULT_CHANNEL, check_channel, check_event_name, check_retry, shorten, show
+from .request_body import TooLarge, TooSlow, close_after, has_unread_body, read_body
 from .stream_request import BadRequest, parse_channels, parse_query
 from .stream_view import RETRY_AFTER
 
 #: The largest request body the publish endpoint reads, in bytes: more is ``413``.
 MAX_BODY = 1024 * 1024
+#: Seconds a connection closed after an answer still takes (and drops) what the client sends.
+BODY_LINGER = 2.0
 #: The fields of the publish body, all optional.
 FIELDS = ("data", "event", "id", "retry", "channel")
 PUBLISH_METHODS = ["POST", "GET", "PUT", "PATCH", "DELETE", "OPTIONS"]
 STATS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _CHALLENGE = 'Bearer realm="flask_sse_stream"'
-
-log = logging.getLogger("flask_sse_stream")
 
 
 class _Invalid(ValueError):
@@ -46,13 +46,21 @@ def publish_response(core: SSECore) -> Response:
     if refused is not None:
         return refused
     if request.content_type and not _is_json(request.mimetype):
-        return _error(
-            415,
-            f"the body must be JSON with Content-Type: application/json, got Content-Type {show(request.content_type)}",
+        return _unread(
+            _error(
+                415,
+                "the body must be JSON with Content-Type: application/json,"
+                f" got Content-Type {show(request.content_type)}",
+            )
         )
-    body = _read_body()
-    if body is None:
-        return _error(413, f"the body must be at most {MAX_BODY} bytes")
+    try:
+        environ = request.environ
+        body = read_body(environ, request.stream, request.content_length, MAX_BODY, core.settings.publish_timeout)
+    except TooLarge:
+        return close_after(_error(413, f"the body must be at most {MAX_BODY} bytes"), environ, BODY_LINGER)
+    except TooSlow as error:
+        core.log.warning("slow_body", "refused a POST to %s from %s: %s", request.path, request.remote_addr, error)
+        return close_after(_error(408, str(error)), environ, BODY_LINGER)
     try:
         fields = _parse(body)
         with_id = fields.get("id", False)
@@ -75,31 +83,57 @@ def publish_response(core: SSECore) -> Response:
     except _Invalid as error:
         return _error(400, str(error), field=error.field)
     except ConnectionError as error:
-        log.warning("could not publish an event for %s: %s", request.remote_addr, error)
+        core.log.warning("publish_unavailable", "could not publish an event for %s: %s", request.remote_addr, error)
         return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
     return _json(200, {"id": sent})
 
 
 def stats_response(core: SSECore) -> Response:
-    """Answer a request to ``<prefix>/stats``: ``sse.stats``, the store sizes and the pid."""
+    """Answer a request to ``<prefix>/stats``: ``sse.stats``, the store sizes and the pid.
+
+    ``stored`` counts the stored events of each ``channel`` parameter; without
+    one, of every channel that has a store.
+    """
     refused = _check_request("GET", core)
     if refused is not None:
         return refused
     try:
-        channels = parse_channels(parse_query(request.environ.get("QUERY_STRING", "")))
+        query = parse_query(request.environ.get("QUERY_STRING", ""))
+        channels = parse_channels(query)
     except BadRequest as error:
         return _error(400, str(error), field="channel")
     try:
-        stored = {channel: len(core.backend.stored(channel)) for channel in channels}
+        if any(key == "channel" for key, _ in query):
+            stored = {channel: len(core.backend.stored(channel)) for channel in channels}
+        else:  # every channel that has a store
+            stored = dict(sorted(core.backend.store_sizes().items()))
     except ConnectionError as error:
         return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
     response = _json(200, {**core.stats(), "stored": stored, "pid": os.getpid()})
     response.headers["Cache-Control"] = "no-store"
-    return response
+    return _unread(response)
 
 
 def _check_request(method: str, core: SSECore) -> Response | None:
-    """The answer to a request with another method or without the right token, else None."""
+    """The answer to a request with another method or without the right token, else None.
+
+    A refused request's body is never read: its connection closes after the answer.
+    """
+    refused = _refusal(method, core)
+    return None if refused is None else _unread(refused)
+
+
+def _unread(response: Response) -> Response:
+    """``response``, after which the connection closes if the request's body was not read.
+
+    Servers read (to discard) what is left of a body before the next request
+    on the connection: a client that announces a body and sends none would
+    hold a greenlet until the server gives up.
+    """
+    return close_after(response, request.environ, BODY_LINGER) if has_unread_body(request.environ) else response
+
+
+def _refusal(method: str, core: SSECore) -> Response | None:
     allow = f"{method}, HEAD, OPTIONS" if method == "GET" else f"{method}, OPTIONS"
     if request.method == "OPTIONS":
         return Response(status=204, headers={"Allow": allow})
@@ -119,7 +153,9 @@ def _check_request(method: str, core: SSECore) -> Response | None:
     # Compared in constant time, so the time of the answer tells nothing of the token.
     right = hmac.compare_digest(given.strip().encode("latin-1", "replace"), token.encode("ascii"))
     if scheme.lower() != "bearer" or not right:
-        log.warning("refused a %s to %s from %s: wrong token", request.method, request.path, request.remote_addr)
+        core.log.warning(
+            "token", "refused a %s to %s from %s: wrong token", request.method, request.path, request.remote_addr
+        )
         return _error(
             401,
             "the token is wrong: send 'Authorization: Bearer <SSE_PUBLISH_TOKEN>'",
@@ -130,23 +166,6 @@ def _check_request(method: str, core: SSECore) -> Response | None:
 
 def _is_json(mimetype: str) -> bool:
     return mimetype == "application/json" or (mimetype.startswith("application/") and mimetype.endswith("+json"))
-
-
-def _read_body() -> bytes | None:
-    """The request body, or None if it is longer than ``MAX_BODY`` (read no further than that)."""
-    length = request.content_length
-    if length is not None and length > MAX_BODY:
-        return None
-    stream = request.stream
-    parts = []
-    size = 0
-    # A chunked body has no Content-Length: read until its end or the limit.
-    while chunk := stream.read(min(65536, MAX_BODY + 1 - size)):
-        size += len(chunk)
-        if size > MAX_BODY:
-            return None
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _parse(body: bytes) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Any
 from flask import Flask, current_app, has_app_context
 from flask.json.provider import DefaultJSONProvider
 
-from . import blueprint, config
+from . import blueprint, config, metrics
 from .cli import sse_cli
 from .core import Authorizer, SSECore, attach
 from .event import DEFAULT_CHANNEL, Event, show
@@ -61,8 +61,10 @@ class SSE:
         ``SSE_REDIS_URL``, ``SSE_KEEPALIVE``, ``SSE_RETRY``,
         ``SSE_MAX_HISTORY``, ``SSE_HISTORY_TTL``, ``SSE_QUEUE_SIZE``,
         ``SSE_MAX_CONNECTIONS``, ``SSE_CORS_ORIGINS``, ``SSE_RESET_EVENT``,
-        ``SSE_REDIS_PREFIX``, ``SSE_DIRECT_WRITES``, ``SSE_PUBLISH_TOKEN`` and
-        ``SSE_TOMBSTONE_TTL``,
+        ``SSE_REDIS_PREFIX``, ``SSE_DIRECT_WRITES``, ``SSE_PUBLISH_TOKEN``,
+        ``SSE_TOMBSTONE_TTL``, ``SSE_MAX_CONNECTIONS_PER_CLIENT``,
+        ``SSE_LOG_INTERVAL``, ``SSE_PUBLISH_TIMEOUT``, ``SSE_METRICS`` and
+        ``SSE_METRICS_CHANNELS``,
         once: later changes to ``app.config`` are not seen. Then
         ``app.extensions["sse"]`` and ``app.sse`` are this object, and the
         ``flask sse`` commands are added to the app's command line.
@@ -76,6 +78,7 @@ class SSE:
         app.extensions["sse"] = self
         app.sse = self  # type: ignore[attr-defined]
         blueprint.register(app, core)
+        metrics.enable(core)
         app.cli.add_command(sse_cli)
 
     def authorize(self, f: Authorizer) -> Authorizer:
@@ -165,7 +168,9 @@ class SSE:
 
         ``streams`` (open now) and ``streams_by_channel``, then the running
         totals ``events_sent``, ``bytes_written``, ``streams_opened``,
-        ``streams_refused`` (503), ``replays_served``, ``events_replayed``,
+        ``streams_refused`` and ``streams_refused_by_reason`` (``limit``,
+        ``client_limit``, ``authorization``, ``bad_request``),
+        ``replays_served``, ``events_replayed``,
         ``resets_sent``, ``slow_clients_dropped`` and ``redis_reconnects``.
         Per process: with several workers, each has its own. With
         ``SSE_PUBLISH_TOKEN`` set, ``GET <prefix>/stats`` answers them over

@@ -26,6 +26,8 @@ class Fanout:
         # deliver() iterates without a lock and without copying.
         self._targets: dict[str, tuple[Stream, ...]] = {}
         self._all: dict[Stream, None] = {}
+        # client address -> its open streams here (for SSE_MAX_CONNECTIONS_PER_CLIENT).
+        self._clients: dict[str | None, int] = {}
 
     def __len__(self) -> int:
         return len(self._all)
@@ -47,11 +49,17 @@ class Fanout:
         with self._lock:
             return {channel: len(members) for channel, members in self._channels.items()}
 
-    def add(self, stream: Stream, limit: int) -> bool:
-        """Add ``stream`` unless ``limit`` streams are open; False if full."""
+    def held_by(self, address: str | None) -> int:
+        """How many streams the client at ``address`` has open here."""
+        return self._clients.get(address, 0)
+
+    def add(self, stream: Stream, limit: int, per_client: int | None = None) -> bool:
+        """Add ``stream`` unless ``limit`` streams, or ``per_client`` of its client's, are open; False if full."""
         with self._lock:
-            if len(self._all) >= limit:
+            held = self._clients.get(stream.remote_addr, 0)
+            if len(self._all) >= limit or (per_client is not None and held >= per_client):
                 return False
+            self._clients[stream.remote_addr] = held + 1
             self._all[stream] = None
             for channel in stream.channels:
                 self._channels.setdefault(channel, {})[stream] = None
@@ -65,6 +73,9 @@ class Fanout:
             if stream not in self._all:
                 return emptied
             del self._all[stream]
+            held = self._clients.pop(stream.remote_addr) - 1
+            if held:
+                self._clients[stream.remote_addr] = held
             for channel in stream.channels:
                 members = self._channels.get(channel)
                 if members is not None:

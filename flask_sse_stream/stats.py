@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
+
+#: Why a stream is refused: over ``SSE_MAX_CONNECTIONS`` (503), over
+#: ``SSE_MAX_CONNECTIONS_PER_CLIENT`` (429), by ``@sse.authorize`` (403), a bad request (400).
+REFUSALS = ("limit", "client_limit", "authorization", "bad_request")
+#: The running totals, in the order ``SSE.stats`` lists them.
+TOTALS = (
+    "events_sent",
+    "bytes_written",
+    "streams_opened",
+    "replays_served",
+    "events_replayed",
+    "resets_sent",
+    "slow_clients_dropped",
+    "redis_reconnects",
+)
 
 
 class Counters:
@@ -16,12 +32,12 @@ class Counters:
         "events_sent",
         "bytes_written",
         "streams_opened",
-        "streams_refused",
         "replays_served",
         "events_replayed",
         "resets_sent",
         "slow_clients_dropped",
         "redis_reconnects",
+        "refused",
     )
 
     def __init__(self) -> None:
@@ -30,9 +46,8 @@ class Counters:
         #: Bytes written to streams: events, replays and comments (with the chunked
         #: framing where the library writes the socket itself).
         self.bytes_written = 0
-        #: Streams opened, and refused with 503 (over ``SSE_MAX_CONNECTIONS``).
+        #: Streams opened.
         self.streams_opened = 0
-        self.streams_refused = 0
         #: Streams that replayed stored events on connect, and how many events.
         self.replays_served = 0
         self.events_replayed = 0
@@ -42,9 +57,38 @@ class Counters:
         self.slow_clients_dropped = 0
         #: Times the Redis subscription was lost and made again.
         self.redis_reconnects = 0
+        #: Streams refused, by reason (:data:`REFUSALS`).
+        self.refused = dict.fromkeys(REFUSALS, 0)
 
 
 def numbers(streams: int, by_channel: dict[str, int], counters: Counters) -> dict[str, Any]:
     """``SSE.stats``: open streams, per channel, then the running totals."""
-    totals = {name: getattr(counters, name) for name in Counters.__slots__}
+    totals: dict[str, Any] = {}
+    for name in TOTALS:
+        totals[name] = getattr(counters, name)
+        if name == "streams_opened":
+            refused = dict(counters.refused)
+            totals["streams_refused"] = sum(refused.values())
+            totals["streams_refused_by_reason"] = refused
     return {"streams": streams, "streams_by_channel": by_channel, **totals}
+
+
+class Latency:
+    """A histogram of seconds, kept cheaply where it is observed and read when metrics are collected.
+
+    ``counts[i]`` counts the observations at most ``BOUNDS[i]`` and above the
+    bound before it; the last one counts those above every bound.
+    """
+
+    __slots__ = ("counts", "sum")
+
+    #: Bucket bounds, in seconds: from 50 µs (an in-process send) to 5 s (Redis's command timeout).
+    BOUNDS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(self.BOUNDS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.BOUNDS, seconds)] += 1
+        self.sum += seconds

@@ -103,10 +103,15 @@ def direct_socket(environ: dict[str, Any], sock: Any) -> Any:
     """``sock`` if events may be written to it directly, else None.
 
     That needs a gevent writer, a plain (not TLS) gevent socket under it, and
-    an HTTP/1.1 response, which gunicorn, gevent's WSGIServer and werkzeug all
-    send in chunked encoding when, as here, there is no Content-Length.
+    a response in chunked encoding: gunicorn and gevent's WSGIServer send one
+    to an HTTP/1.1 request when, as here, there is no Content-Length, and
+    never to an HTTP/1.0 one. werkzeug's server chunks by its own protocol
+    version, not the request's (without threads it answers in HTTP/1.0, with
+    no chunks, whatever the request): never there.
     """
     if sock is None or environ.get("SERVER_PROTOCOL") != "HTTP/1.1" or not in_gevent():
+        return None
+    if "werkzeug.socket" in environ:
         return None
     if not type(sock).__module__.startswith("gevent.") or hasattr(sock, "do_handshake"):
         return None

@@ -58,10 +58,13 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
         if core.one_channel:
             check_one_channel(query)
     except BadRequest as error:
+        _refused(core, "bad_request", "refused a stream from %s: %s", request.remote_addr, error)
         return refuse(400, str(error), headers)
     for channel in channels:
         for authorize in core.authorizers:
             if not authorize(channel):
+                address = request.remote_addr
+                _refused(core, "authorization", "refused a stream of %r to %s: @sse.authorize", channel, address)
                 return refuse(403, f"channel {channel!r} is not open to this request", headers)
     headers.update(_STREAM_HEADERS)
     if method == "HEAD":
@@ -82,10 +85,16 @@ def _open(
         # browser reconnects (with Last-Event-ID) to a worker that stays.
         return _hangup(sock, headers)
     stream = Stream(channels, request.remote_addr, settings.queue_size, sock, server, core.counters)
-    if not core.fanout.add(stream, settings.max_connections):
-        core.counters.streams_refused += 1
-        log.warning("refused a stream from %s: %d streams are open", request.remote_addr, settings.max_connections)
-        message = f"this process serves its limit of {settings.max_connections} streams"
+    per_client = settings.max_connections_per_client
+    if not core.fanout.add(stream, settings.max_connections, per_client):
+        address = request.remote_addr
+        if per_client is not None and core.fanout.held_by(address) >= per_client:
+            _refused(core, "client_limit", "refused a stream from %s: it has %d open", address, per_client)
+            message = f"this client already has {per_client} streams open here (SSE_MAX_CONNECTIONS_PER_CLIENT)"
+            return refuse(429, message, headers, {"Retry-After": str(RETRY_AFTER)})
+        limit = settings.max_connections
+        _refused(core, "limit", "refused a stream from %s: %d streams are open", address, limit)
+        message = f"this process serves its limit of {limit} streams"
         return refuse(503, message, headers, {"Retry-After": str(RETRY_AFTER)})
     try:
         replay = core.open_stream(stream, after)
@@ -93,7 +102,7 @@ def _open(
         # A browser gives up for good on any status but 200: open the stream
         # and end it, so it comes back (with Last-Event-ID) after its retry time.
         core.close_stream(stream)
-        log.warning("ended a new stream at once: %s", error)
+        core.log.warning("unavailable", "ended a new stream at once: %s", error)
         return _hangup(sock, headers)
     except BaseException:
         core.close_stream(stream)
@@ -114,6 +123,11 @@ def _open(
 def _hangup(sock: object, headers: dict[str, str]) -> Response:
     """200, an opening, the end: the browser reconnects (with Last-Event-ID) after its retry time."""
     return Response(Hangup(sock), status=200, headers=headers, direct_passthrough=True)
+
+
+def _refused(core: SSECore, reason: str, message: str, *args: object) -> None:
+    core.counters.refused[reason] += 1
+    core.log.warning(reason, message, *args)
 
 
 def refuse(status: int, message: str, headers: dict[str, str], extra: dict[str, str] | None = None) -> Response:

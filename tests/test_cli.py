@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+import redis
 
 from tests.support.client import StreamClient
 from tests.support.redis_server import RedisServer
@@ -129,6 +130,29 @@ def test_stats_with_redis_counts_the_shared_store_of_each_channel(redis_env) -> 
     stored_at = lines.index("Stored events:")
     assert lines[stored_at + 1 : stored_at + 3] == [f"  {stored}: 2", f"  {empty}: 0"]
     assert "  events_sent: 0" in lines  # this process sent nothing
+
+
+def test_stats_with_redis_lists_every_channel_with_a_store_found_by_scan(redis_server, redis_env) -> None:
+    prefixed = {**redis_env, "SSE_REDIS_PREFIX": "scan[*]test"}  # glob characters are taken literally
+    client = redis.Redis(port=redis_server.port)
+    client.set("{scan[*]test}:store", "not a channel")
+    client.rpush("{scanXtest}:store:other", "another prefix's")
+    names = [f"c{n:04d}" for n in range(2500)]  # a few pages of SCAN
+    with client.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.rpush(f"{{scan[*]test}}:store:{name}", "0 0 0 0\n")
+        pipeline.execute()
+    assert flask("send", "two", "--id", "--channel", "c0007", env=prefixed).returncode == 0
+    client.config_resetstat()
+
+    result = flask("stats", "--json", env=prefixed)
+
+    assert result.returncode == 0, result.stderr
+    stored = json.loads(result.stdout)["stored"]
+    assert stored == {name: 2 if name == "c0007" else 1 for name in names}
+    commands = client.info("commandstats")
+    assert "cmdstat_keys" not in commands
+    assert commands["cmdstat_scan"]["calls"] > 1
 
 
 def test_send_when_redis_is_down_fails_with_a_message(redis_env) -> None:

@@ -8,6 +8,7 @@ import pytest
 from flask import Flask, url_for
 
 from flask_sse_stream import SSE, make_sse
+from flask_sse_stream.testing import open_stream
 
 #: SPEC 4, written out here independently of the package's own table.
 SPEC_DEFAULTS: dict[str, Any] = {
@@ -232,15 +233,10 @@ def test_init_app_writes_the_url_prefix_it_uses(prefix: str, used: str) -> None:
 def test_url_prefix_stream_takes_its_channel_parameter() -> None:
     app = Flask(__name__)
     sse = SSE(app, url_prefix="/")
-    response = app.test_client().get("/?channel=room", buffered=False)
-    try:
-        body = iter(response.response)
-        next(body)
+    with open_stream(app.test_client(), "room") as stream:
         assert [c.channels for c in sse.connections] == [("room",)]
         sse.send_new_event(data="hi", channel="room")
-        assert next(body) == b"data: hi\n\n"
-    finally:
-        response.close()
+        assert stream.next_event().data == "hi"
 
 
 def test_config_is_read_once_at_init_app() -> None:

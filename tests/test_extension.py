@@ -10,6 +10,7 @@ import pytest
 from flask import Flask, current_app
 
 from flask_sse_stream import SSE, make_sse, send_new_event
+from flask_sse_stream.testing import open_stream
 from tests.support.client import StreamClient
 from tests.support.servers import ThreadServer
 from tests.support.waiting import wait_until
@@ -87,19 +88,14 @@ def test_one_sse_on_two_apps_streams_each_apps_events_only() -> None:
     first, second = Flask("first"), Flask("second")
     sse.init_app(first)
     sse.init_app(second)
-    response = second.test_client().get("/stream", buffered=False)
-    try:
-        body = iter(response.response)
-        next(body)
+    with open_stream(second.test_client()) as stream:
         with first.app_context():
             assert sse.connections == []
             sse.send_new_event(data="to first")
         with second.app_context():
             assert len(sse.connections) == 1
             sse.send_new_event(data="to second")
-        assert next(body) == b"data: to second\n\n"
-    finally:
-        response.close()
+        assert stream.next_event().data == "to second"
 
 
 def test_outside_any_context_two_apps_ask_for_an_app_context() -> None:

@@ -360,10 +360,21 @@ def test_stats_answers_the_numbers_of_the_process_and_the_store_sizes(served, cl
     assert numbers.keys() >= sse.stats.keys()
 
 
-def test_stats_without_a_channel_counts_the_default_one(served) -> None:
-    _, sse, port = served
-    sse.send_new_event(data="1", id=True)
-    assert call(port, "/stream/stats", method="GET", headers=AUTH).json()["stored"] == {"sse": 1}
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_stats_without_a_channel_lists_every_channel_with_a_store(backend, make_app, serve, tmp_path) -> None:
+    redis_server = RedisServer(tmp_path) if backend == "redis" else None
+    try:
+        config = {"SSE_REDIS_URL": redis_server.url} if redis_server else {}
+        app, sse = make_app(SSE_PUBLISH_TOKEN=TOKEN, **config)
+        for channel, count in (("b", 2), ("a", 1), ("sse", 3), ("ünï côdé", 1)):
+            for n in range(count):
+                sse.send_new_event(data=n, id=True, channel=channel)
+        sse.send_new_event(data="live only", channel="nothing-stored")
+        answer = call(serve(app).port, "/stream/stats", method="GET", headers=AUTH)
+        assert answer.json()["stored"] == {"a": 1, "b": 2, "sse": 3, "ünï côdé": 1}
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
 
 
 def test_stats_follows_the_token_rules_and_answers_get_only(served) -> None:

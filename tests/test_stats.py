@@ -22,7 +22,9 @@ COUNTERS = {
 
 def test_a_new_app_has_zero_everywhere(make_app) -> None:
     _, sse = make_app()
-    assert sse.stats == {"streams": 0, "streams_by_channel": {}, **dict.fromkeys(COUNTERS, 0)}
+    refused = {"limit": 0, "client_limit": 0, "authorization": 0, "bad_request": 0}
+    expected = {"streams": 0, "streams_by_channel": {}, **dict.fromkeys(COUNTERS, 0)}
+    assert sse.stats == {**expected, "streams_refused_by_reason": refused}
 
 
 def test_streams_are_counted_per_channel_while_open(make_app, serve, client_for) -> None:
@@ -79,6 +81,7 @@ def test_refused_streams_are_counted_and_logged(make_app, serve, client_for, cap
     with caplog.at_level(logging.WARNING, logger="flask_sse_stream"):
         assert client_for(server.port).status == 503
     assert sse.stats["streams_refused"] == 1
+    assert sse.stats["streams_refused_by_reason"]["limit"] == 1
     assert "refused a stream" in caplog.text
 
 

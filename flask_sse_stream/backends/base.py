@@ -38,6 +38,14 @@ class Backend(Protocol):
         """The stored events of ``channel``, oldest first, with every field (for ``SSE.history``)."""
         ...
 
+    def store_sizes(self) -> dict[str, int]:
+        """Every channel that has a store, and how many events it holds (for ``flask sse stats``)."""
+        ...
+
+    def unready(self) -> str | None:
+        """Why this process cannot serve streams now, in a few words without any address; None if it can."""
+        ...
+
     def close(self) -> None:
         """Release connections and background work."""
         ...

@@ -81,6 +81,17 @@ class MemoryBackend:
     def release(self, channels: Sequence[str]) -> None:
         pass
 
+    def store_sizes(self) -> dict[str, int]:
+        with self._lock:
+            now = time.monotonic()
+            self._sweep(now)
+            for channel in list(self._stores):
+                self._expire(channel, now)
+            return {channel: len(store) for channel, store in self._stores.items() if store}
+
+    def unready(self) -> str | None:
+        return None
+
     def sweep(self) -> None:
         """Drop the stores and tombstones that have expired."""
         with self._lock:

@@ -15,6 +15,7 @@ every id given before (see :mod:`.redis_scripts`) before an id is given.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -168,6 +169,38 @@ class RedisBackend:
                 data = json.loads(text) if is_json else text
                 events.append(Event(id, event, data, retry, frame_with_id(id, frame), text=text))
         return events
+
+    def store_sizes(self) -> dict[str, int]:
+        """Every channel with a store, and its length (events past their TTL but not yet trimmed count).
+
+        Found with ``SCAN``, a page of keys at a time, so a large keyspace never blocks Redis.
+        """
+        prefix = self.key("store", "").encode()
+        pattern = re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix) + b"*"
+
+        def scan() -> dict[str, int]:
+            client, sizes = self.connections.client, {}
+            keys = list(client.scan_iter(match=pattern, count=1000, _type="list"))
+            for start in range(0, len(keys), 1000):
+                pipeline = client.pipeline(transaction=False)
+                for key in keys[start : start + 1000]:
+                    pipeline.llen(key)
+                for key, size in zip(keys[start : start + 1000], pipeline.execute(), strict=True):
+                    if size:
+                        sizes[key[len(prefix) :].decode(errors="replace")] = size
+            return sizes
+
+        return self.call("count the stored events", scan)
+
+    def unready(self) -> str | None:
+        """Why streams cannot be served now: no live subscription, or no answer to PING."""
+        if not self.listener().up_now:
+            return "the Redis subscription is down"
+        try:
+            self.call("ping Redis", self.connections.client.ping)
+        except ConnectionError:
+            return "Redis does not answer"
+        return None
 
     # -- the process's view ----------------------------------------------------
 

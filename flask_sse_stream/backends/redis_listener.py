@@ -54,6 +54,11 @@ class Listener(Runner):
         self._handled_lost = 0
         self._window: Window | None = None
 
+    @property
+    def up_now(self) -> bool:
+        """Whether the subscription is up now and has recovered since it last was lost (readiness probes)."""
+        return self.running() and self._recovered and not self._lost_logged and not self._stopping
+
     def note_seqs(self, channels: Sequence[str], seqs: Sequence[int]) -> None:
         """A stream read the store of ``channels`` (subscribed already): their seqs then."""
         for channel, seq in zip(channels, seqs, strict=True):

@@ -49,8 +49,12 @@ class StreamClient:
         timeout: float = 10.0,
         read_head: bool = True,
         recv_buffer: int | None = None,
+        source: str | None = None,
+        version: str = "HTTP/1.1",
     ) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:  # another loopback address, such as 127.0.0.2: another client
+            self.sock.bind((source, 0))
         if recv_buffer is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recv_buffer)
         self.sock.settimeout(timeout)
@@ -61,7 +65,7 @@ class StreamClient:
             raise
         self.timeout = timeout
         raw_path = path if isinstance(path, bytes) else path.encode()
-        head = [b"%s %s HTTP/1.1" % (method.encode(), raw_path), b"Host: %s:%d" % (host.encode(), port)]
+        head = [b"%s %s %s" % (method.encode(), raw_path, version.encode()), b"Host: %s:%d" % (host.encode(), port)]
         for name, value in (headers or {}).items():
             head.append(f"{name}: {value}".encode("latin-1"))
         self.sock.sendall(b"\r\n".join(head) + b"\r\n\r\n")
@@ -78,7 +82,10 @@ class StreamClient:
         self._lines: list[str] = []
         self._pending: list[Message] = []
         self._remaining: int | None = None  # Content-Length body left to read
+        self._until_close = False  # a body without length or chunks: read until the server closes
+        self.method = method
         self.status = 0
+        self.version = ""
         self.reason = ""
         self.headers: dict[str, str] = {}
         self.header_list: list[tuple[str, str]] = []
@@ -118,17 +125,35 @@ class StreamClient:
                 raise EOFError(f"connection closed before the response head: {self._raw!r}")
         head, self._raw = self._raw.split(b"\r\n\r\n", 1)
         status_line, *lines = head.decode("latin-1").split("\r\n")
-        _, code, self.reason = (status_line.split(" ", 2) + [""])[:3]
+        self.version, code, self.reason = (status_line.split(" ", 2) + [""])[:3]
         self.status = int(code)
         for line in lines:
             name, _, value = line.partition(":")
             self.header_list.append((name, value.strip()))
             self.headers[name.lower()] = value.strip()
         if "transfer-encoding" not in self.headers:
-            self._remaining = int(self.headers.get("content-length", "0"))
+            if "content-length" in self.headers:
+                self._remaining = int(self.headers["content-length"])
+            elif self._close_delimited():
+                self._until_close = True  # HTTP/1.0 framing: the body ends when the connection does
+            else:
+                self._remaining = 0
+
+    def _close_delimited(self) -> bool:
+        """A body with neither length nor chunks ends with the connection (HTTP/1.0, or Connection: close)."""
+        if self.status < 200 or self.status in (204, 304) or self.method.upper() == "HEAD":
+            return False
+        return self.version == "HTTP/1.0" or self.headers.get("connection", "").lower() == "close"
 
     def _read_chunk(self, deadline: float) -> bytes | None:
         """The next chunk of the body (de-chunked), or None at its end."""
+        if self._until_close:
+            while not self._raw:
+                if not self._fill(deadline):
+                    return None
+            data, self._raw = self._raw, b""
+            self.chunks.append(data)
+            return data
         if self._remaining is not None:  # a Content-Length body
             if self._remaining == 0:
                 return None
