@@ -11,6 +11,7 @@ from flask_sse_stream.backends import redis_listener
 from tests.support.redis_proxy import RedisProxy
 from tests.support.redis_server import RedisServer
 from tests.support.streams import until_end
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -135,6 +136,9 @@ def test_streams_that_missed_nothing_while_the_subscription_was_down_stay_open(
         assert proxy.holding.wait(10), "no new subscription after the old one was killed"
         sent = [elsewhere.send_new_event(data=f"stored {n}", id=True) for n in range(3)]
         proxy.release()
+        # The END that until_end sends is live-only: sent before the new
+        # subscription is made, the stream would rightly end for missing it.
+        wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
         assert [(m.id, m.data) for m in until_end(client, sse)] == [(id, f"stored {n}") for n, id in enumerate(sent)]
     finally:
         proxy.release()
