@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_PUBLISH_TOKEN": None,
     "SSE_TOMBSTONE_TTL": 86400,
     "SSE_REDIS_SUBSCRIBE": "channels",
+    "SSE_REDIS_CLUSTER": False,
     "SSE_MAX_CONNECTIONS_PER_CLIENT": None,
     "SSE_LOG_INTERVAL": 60,
     "SSE_PUBLISH_TIMEOUT": 10,
@@ -67,6 +68,8 @@ class Settings:
     tombstone_ttl: float = 86400.0
     #: What each process subscribes to with Redis: the ``channels`` it serves, or the whole ``app``.
     redis_subscribe: str = "channels"
+    #: ``SSE_REDIS_URL`` names a node of a Redis Cluster.
+    redis_cluster: bool = False
     #: Open streams one client address may hold in this process; ``None``: no such limit.
     max_connections_per_client: int | None = None
     #: Seconds between two log lines of the same kind of refusal.
@@ -126,6 +129,7 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         publish_token=_publish_token(values["publish_token"]),
         tombstone_ttl=_positive_number("SSE_TOMBSTONE_TTL", values["tombstone_ttl"]),
         redis_subscribe=_one_of("SSE_REDIS_SUBSCRIBE", values["redis_subscribe"], ("channels", "app")),
+        redis_cluster=_bool("SSE_REDIS_CLUSTER", values["redis_cluster"]),
         max_connections_per_client=None
         if values["max_connections_per_client"] is None
         else _int_at_least("SSE_MAX_CONNECTIONS_PER_CLIENT", values["max_connections_per_client"], 1),

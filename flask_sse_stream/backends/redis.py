@@ -38,16 +38,20 @@ class RedisBackend:
     def __init__(self, settings: Settings, fanout: Fanout) -> None:
         if settings.redis_url is None:
             raise ValueError("the Redis backend needs SSE_REDIS_URL")
-        self.connections = RedisConnections(settings.redis_url)
+        self.connections = RedisConnections(settings.redis_url, cluster=settings.redis_cluster)
         self.url = self.connections.url
         self.fanout = fanout
         self.max_history = settings.max_history
         self._prefix = settings.redis_prefix
         self._ttl_ms = int(settings.history_ttl * 1000) if settings.history_ttl else 0
         self._tombstone_ms = int(settings.tombstone_ttl * 1000)
-        # PUBLISH and SUBSCRIBE (or the sharded SPUBLISH and SSUBSCRIBE on a cluster).
-        self.publish_command = "PUBLISH"
-        self.subscribe_command, unsubscribe = "SUBSCRIBE", "UNSUBSCRIBE"
+        # PUBLISH and SUBSCRIBE; on a cluster the sharded SPUBLISH and
+        # SSUBSCRIBE, whose messages stay on the shard of the app's slot
+        # instead of going to every node of the cluster.
+        if settings.redis_cluster:
+            self.publish_command, self.subscribe_command, unsubscribe = "SPUBLISH", "SSUBSCRIBE", "SUNSUBSCRIBE"
+        else:
+            self.publish_command, self.subscribe_command, unsubscribe = "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"
         #: Per-channel subscriptions, or None when each process subscribes to every event of the app.
         self.channels: ChannelSubscriptions | None = None
         if settings.redis_subscribe == "channels":
@@ -179,7 +183,7 @@ class RedisBackend:
         pattern = re.sub(rb"([*?\[\]\\])", rb"\\\1", prefix) + b"*"
 
         def scan() -> dict[str, int]:
-            client, sizes = self.connections.client, {}
+            client, sizes = self.connections.node(self.control_key), {}
             keys = list(client.scan_iter(match=pattern, count=1000, _type="list"))
             for start in range(0, len(keys), 1000):
                 pipeline = client.pipeline(transaction=False)
@@ -197,7 +201,7 @@ class RedisBackend:
         if not self.listener().up_now:
             return "the Redis subscription is down"
         try:
-            self.call("ping Redis", self.connections.client.ping)
+            self.call("ping Redis", self.connections.node(self.control_key).ping)
         except ConnectionError:
             return "Redis does not answer"
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from gevent.monkey import is_module_patched
 
@@ -22,6 +22,8 @@ from ..redact import redact_url
 try:
     import redis
     from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.exceptions import RedisClusterException
     from redis.retry import Retry
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("SSE_REDIS_URL needs redis-py: pip install 'flask-sse-stream[redis]'") from error
@@ -38,24 +40,44 @@ CONNECT_TIMEOUT = 2.0
 
 #: What redis-py raises when a connection goes away (an OSError or ValueError
 #: comes from a socket closed under it).
-CONNECTION_ERRORS = (redis.RedisError, OSError, ValueError)
+CONNECTION_ERRORS = (redis.RedisError, RedisClusterException, OSError, ValueError)
 
 
 class RedisConnections:
-    def __init__(self, url: str) -> None:
+    """The connections of one app in this process: to one Redis server, or to a Redis Cluster."""
+
+    def __init__(self, url: str, cluster: bool = False) -> None:
         #: The URL without its password, for messages and logs.
         self.url = redact_url(url)
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=POOL_SIZE,
-            timeout=COMMAND_TIMEOUT,
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self.client = redis.Redis.from_pool(pool)  # closing the client closes the pool
+        self.cluster = cluster
+        options: dict[str, Any] = {
+            "max_connections": POOL_SIZE,
+            "socket_timeout": COMMAND_TIMEOUT,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        self.client: Any
+        if cluster:
+            # redis-py's cluster client: it finds the node of each key's slot
+            # (one node: every key of the app is in one slot) and follows MOVED.
+            options.update(connection_pool_class=redis.BlockingConnectionPool, timeout=COMMAND_TIMEOUT)
+            self.client = RedisCluster.from_url(url, **options)
+        else:
+            pool = redis.BlockingConnectionPool.from_url(url, timeout=COMMAND_TIMEOUT, **options)
+            self.client = redis.Redis.from_pool(pool)  # closing the client closes the pool
         #: Where the pool's gevent sockets live, in a monkey-patched process.
         self.home = Home() if is_module_patched("socket") else None
+
+    def node(self, key: str) -> redis.Redis:
+        """A client of the node that holds ``key``: every key of the app, and its shard of messages."""
+        if not self.cluster:
+            return self.client  # type: ignore[no-any-return]
+        return self.client.get_node_from_key(key).redis_connection  # type: ignore[no-any-return]
+
+    def refresh(self) -> None:
+        """On a cluster, ask again which node holds which slot: after a failover or a resharding."""
+        if self.cluster:
+            self.call("find the cluster's nodes", self.client.nodes_manager.initialize)
 
     def call(self, action: str, command: Callable[[], T]) -> T:
         """Run ``command`` where the sockets live; redis-py's errors as :class:`ConnectionError`."""
@@ -68,7 +90,7 @@ class RedisConnections:
     def unavailable(self, action: str) -> Iterator[None]:
         try:
             yield
-        except redis.RedisError as error:
+        except (redis.RedisError, RedisClusterException) as error:
             raise ConnectionError(f"could not {action}: Redis at {self.url} is unavailable ({error})") from error
 
     def close(self) -> None:

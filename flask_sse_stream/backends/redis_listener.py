@@ -40,6 +40,7 @@ log = logging.getLogger("flask_sse_stream.redis")
 
 _MESSAGE = (b"message", b"smessage")
 _SUBSCRIBED = (b"subscribe", b"ssubscribe")
+_UNSUBSCRIBED = (b"unsubscribe", b"sunsubscribe")
 
 
 class Listener(Runner):
@@ -76,6 +77,10 @@ class Listener(Runner):
                 self._on_message(reply[2])
             elif reply[0] in _SUBSCRIBED and self._backend.channels is not None:
                 self._backend.channels.confirmed(reply[1])
+            elif reply[0] in _UNSUBSCRIBED and reply[1] == self._backend.control_key.encode():
+                # Never asked for: a cluster node gave the app's slot away (a
+                # failover, a resharding) and with it the sharded subscriptions.
+                raise ConnectionError("the Redis Cluster moved the app's slot to another node")
 
     # -- recovery -------------------------------------------------------------
 

@@ -131,7 +131,7 @@ class Runner:
         while not self._stopping:
             subscription = self._subscription = None
             try:
-                subscription = self._subscription = Subscription(self._backend.connections)
+                subscription = self._subscription = Subscription(self._backend.connections, self._backend.control_key)
                 held = self._subscribe(subscription)
                 early = self._confirmed(subscription, 1 + len(held))
                 self._recover(held)
@@ -145,6 +145,7 @@ class Runner:
             except BaseException as error:  # noqa: BLE001 - whatever it was, subscribe again
                 self._failed(error)
                 self._attempted(False)
+                self._refresh()
                 self._kick.wait(RECONNECT_DELAYS[min(failures, len(RECONNECT_DELAYS) - 1)])
                 self._kick.clear()
                 failures += 1
@@ -181,6 +182,13 @@ class Runner:
         if self._backend.channels is not None:
             self._backend.channels.attach(subscription)
         return early
+
+    def _refresh(self) -> None:
+        """On a cluster, learn again where the app's slot is before subscribing again."""
+        try:
+            self._backend.connections.refresh()
+        except ConnectionError:
+            pass  # the cluster does not answer: the next attempt says so
 
     def _failed(self, error: BaseException) -> None:
         if self._stopping:

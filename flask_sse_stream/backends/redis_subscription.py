@@ -101,8 +101,9 @@ def new_reader() -> Any:
 
 
 class Subscription:
-    def __init__(self, connections: RedisConnections) -> None:
-        self._pool = connections.client.connection_pool
+    def __init__(self, connections: RedisConnections, key: str) -> None:
+        """A connection to the node that holds ``key`` (on a cluster, the node of the app's slot)."""
+        self._pool = connections.node(key).connection_pool
         self._home = connections.home
         self._connection: Any = self._pool.get_connection()
         self._reader = new_reader()
