@@ -10,6 +10,7 @@ monkey-patched, ``flask run`` or gunicorn) and stops its process group.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,10 +28,36 @@ from gevent.pywsgi import WSGIServer
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: Where test servers listen: below the kernel's ephemeral range (32768-60999 by
+#: default), from which it picks the source port of every outgoing connection.
+#: A port it handed out as free from that range could be taken by one of
+#: those (to Redis, to another test server) before the server binds it.
+_PORTS = range(10000, 32000)
+_random = random.Random()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port free now, outside the ephemeral range (so no outgoing connection takes it)."""
+    low, high = ephemeral_range()
+    for _ in range(1000):
+        port = _random.choice(_PORTS)
+        if low <= port <= high:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port outside the ephemeral range after 1000 tries")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None) -> None:
