@@ -25,7 +25,7 @@ exclude_patterns = ["_build"]
 # those to other projects' objects: there is no network for intersphinx.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(flask|werkzeug|collections|typing|hmac|logging|gevent|redis)(\..*)?"),
+    (r"py:.*", r"(flask|werkzeug|collections|typing|hmac|logging|gevent|redis|datetime)(\..*)?"),
     (r"py:class", r"Flask|Any|T"),
     # The internal modules are described in architecture.rst, not documented object by object.
     (r"py:.*", r"flask_sse_stream\.(?!compat\.)[a-z_]+\..*"),

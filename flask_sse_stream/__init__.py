@@ -1,5 +1,6 @@
 """Server-sent events for Flask, under gevent."""
 
+from .access import Admission as Admission
 from .event import Event as Event
 from .extension import SSE as SSE
 from .extension import PublishIdWarning as PublishIdWarning
@@ -11,6 +12,7 @@ from .stream import StreamInfo as StreamInfo
 
 __all__ = [
     "SSE",
+    "Admission",
     "Event",
     "PublishIdWarning",
     "StopServer",

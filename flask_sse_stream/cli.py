@@ -103,9 +103,11 @@ def send(
 def stats(channels: tuple[str, ...], url: str | None, token: str | None, as_json: bool) -> None:
     """Show open streams per channel, stored events and the counters of one process.
 
-    The numbers are per process: without --url they are those of this flask
-    command (no streams; with Redis, the shared store); with --url, those of
-    the server process that answered (one worker of several, maybe).
+    The open streams of the whole app are counted across every process (with
+    Redis); the other numbers are per process: without --url they are those
+    of this flask command (no streams; with Redis, the shared store); with
+    --url, those of the server process that answered (one worker of several,
+    maybe).
     """
     if url is not None:
         numbers = _call(url, "stats", _token(token), query=[("channel", channel) for channel in channels])
@@ -127,9 +129,16 @@ def stats(channels: tuple[str, ...], url: str | None, token: str | None, as_json
         click.echo(json.dumps(numbers, indent=2))
         return
     by_channel = numbers.pop("streams_by_channel", {})
+    app_streams, app_by_channel = numbers.pop("app_streams", None), numbers.pop("app_streams_by_channel", None)
     stored = numbers.pop("stored", {})
     numbers.pop("pid", None)
-    click.echo(f"Numbers of {where} (each process counts its own).")
+    click.echo(f"Numbers of {where} (each process counts its own, but for the whole app's streams).")
+    if app_streams is None:
+        click.echo("Open streams in the whole app: unknown (Redis does not answer)")
+    else:
+        click.echo(f"Open streams in the whole app (every process): {app_streams}")
+        for channel, count in sorted((app_by_channel or {}).items()):
+            click.echo(f"  {channel}: {count}")
     click.echo(f"Open streams: {numbers.pop('streams', 0)}")
     for channel, count in sorted(by_channel.items()):
         click.echo(f"  {channel}: {count}")

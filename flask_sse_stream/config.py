@@ -32,6 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "SSE_TOMBSTONE_TTL": 86400,
     "SSE_REDIS_SUBSCRIBE": "channels",
     "SSE_REDIS_CLUSTER": False,
+    "SSE_MAX_STREAM_AGE": None,
+    "SSE_COUNT_INTERVAL": 1.0,
     "SSE_MAX_CONNECTIONS_PER_CLIENT": None,
     "SSE_LOG_INTERVAL": 60,
     "SSE_PUBLISH_TIMEOUT": 10,
@@ -70,6 +72,10 @@ class Settings:
     redis_subscribe: str = "channels"
     #: ``SSE_REDIS_URL`` names a node of a Redis Cluster.
     redis_cluster: bool = False
+    #: Seconds after which every stream ends (its client reconnects and is authorized again); ``None``: never.
+    max_stream_age: float | None = None
+    #: With Redis: seconds between two writes of this process's stream counts.
+    count_interval: float = 1.0
     #: Open streams one client address may hold in this process; ``None``: no such limit.
     max_connections_per_client: int | None = None
     #: Seconds between two log lines of the same kind of refusal.
@@ -130,6 +136,10 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         tombstone_ttl=_positive_number("SSE_TOMBSTONE_TTL", values["tombstone_ttl"]),
         redis_subscribe=_one_of("SSE_REDIS_SUBSCRIBE", values["redis_subscribe"], ("channels", "app")),
         redis_cluster=_bool("SSE_REDIS_CLUSTER", values["redis_cluster"]),
+        max_stream_age=None
+        if values["max_stream_age"] is None
+        else _positive_number("SSE_MAX_STREAM_AGE", values["max_stream_age"]),
+        count_interval=_positive_number("SSE_COUNT_INTERVAL", values["count_interval"]),
         max_connections_per_client=None
         if values["max_connections_per_client"] is None
         else _int_at_least("SSE_MAX_CONNECTIONS_PER_CLIENT", values["max_connections_per_client"], 1),

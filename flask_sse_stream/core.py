@@ -11,6 +11,8 @@ an app (:func:`attach`).
 from __future__ import annotations
 
 import logging
+import random
+import time
 import weakref
 from collections.abc import Callable
 from time import perf_counter
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 from flask import Flask
 
 from . import replay
+from .access import Ending
 from .backends import Backend, create_backend
 from .config import Settings
 from .event import Event, check_channel, new_event, show
@@ -27,7 +30,8 @@ from .quiet_log import QuietLog
 from .stats import Counters, numbers
 from .stream import Stream
 
-Authorizer = Callable[[str], bool]
+#: ``f(channel)``: false refuses the stream; true (an :class:`~flask_sse_stream.access.Admission`, say) admits it.
+Authorizer = Callable[[str], object]
 
 
 class Observer(Protocol):
@@ -100,6 +104,28 @@ class SSECore:
             counters.events_replayed += len(decided.events)
         return decided
 
+    def deadline(self, expires_at: float | None) -> float | None:
+        """When a stream admitted until ``expires_at`` (Unix seconds) must end, on the monotonic clock.
+
+        The earlier of that and ``SSE_MAX_STREAM_AGE`` from now, the age cut
+        by up to a tenth at random so that streams opened together (after a
+        deploy, say) do not all come back at once.
+        """
+        now = time.monotonic()
+        deadlines = [] if expires_at is None else [now + expires_at - time.time()]
+        age = self.settings.max_stream_age
+        if age is not None:
+            deadlines.append(now + age * random.uniform(0.9, 1.0))
+        return min(deadlines, default=None)
+
+    def end_streams(self, ending: Ending) -> None:
+        """End the streams ``ending`` matches in every process of the app (see ``SSE.end_streams``)."""
+        self.backend.end_streams(ending)
+
+    def count_streams(self) -> dict[str, int]:
+        """Open streams per channel in every process of the app; ``""``: all of them."""
+        return self.backend.count_streams()
+
     def close_stream(self, stream: Stream) -> None:
         """``stream`` has ended: it leaves the fan-out (and the backend may stop listening to its channels)."""
         emptied = self.fanout.remove(stream)
@@ -111,7 +137,15 @@ class SSECore:
         return {event.id: event for event in self.backend.stored(channel)}  # type: ignore[misc]
 
     def stats(self) -> dict[str, Any]:
-        return numbers(len(self.fanout), self.fanout.streams_by_channel(), self.counters)
+        """``SSE.stats``: this process's numbers, and the open streams of every process."""
+        local = numbers(len(self.fanout), self.fanout.streams_by_channel(), self.counters)
+        app: dict[str, Any] = {"app_streams": None, "app_streams_by_channel": None}  # if Redis does not answer
+        try:
+            counts = self.count_streams()
+            app = {"app_streams": counts.pop("", 0), "app_streams_by_channel": dict(sorted(counts.items()))}
+        except ConnectionError:
+            pass
+        return {"streams": local.pop("streams"), "streams_by_channel": local.pop("streams_by_channel"), **app, **local}
 
     def close(self) -> None:
         """End every stream and release the backend's connections."""

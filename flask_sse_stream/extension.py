@@ -11,9 +11,10 @@ from flask import Flask, current_app, has_app_context
 from flask.json.provider import DefaultJSONProvider
 
 from . import blueprint, config, metrics
+from .access import Ending
 from .cli import sse_cli
 from .core import Authorizer, SSECore, attach
-from .event import DEFAULT_CHANNEL, Event, show
+from .event import DEFAULT_CHANNEL, Event, check_channel, show
 from .stream import StreamInfo
 
 
@@ -82,10 +83,13 @@ class SSE:
         app.cli.add_command(sse_cli)
 
     def authorize(self, f: Authorizer) -> Authorizer:
-        """Register ``f(channel) -> bool``, called in the request context before a stream opens.
+        """Register ``f(channel)``, called in the request context before a stream opens.
 
-        A stream of several channels calls it for each; one ``False`` answers
-        ``403``. Without any, every channel is open.
+        A stream of several channels calls it for each; one false answer
+        (``False``, ``None``) answers ``403``. A true one admits the channel:
+        ``True``, or an :class:`Admission` that names the stream's subject
+        (for :meth:`end_streams`) and when it expires. Without any
+        authorizer, every channel is open.
 
         .. code-block:: python
 
@@ -98,6 +102,41 @@ class SSE:
         """
         self._authorizers.append(f)
         return f
+
+    def end_streams(self, channel: str | None = None, subject: str | int | None = None) -> None:
+        """End the open streams of ``channel``, of ``subject`` (see :class:`Admission`), or of both.
+
+        In every process of the app: with Redis, every worker and host ends
+        its matching streams within moments (a control message on the
+        connections the library holds); in-process, at once. Each stream
+        ends on an event boundary, and its browser reconnects with
+        ``Last-Event-ID``: the authorizers are asked again, and a refusal
+        (``403``) makes ``EventSource`` give up for good, while an admission
+        resumes with nothing missed. A stream whose authorization was under
+        way when the call arrived ends too, as it opens. See :ref:`ending-streams`.
+
+        :raises TypeError, ValueError: without a channel or subject, or for an invalid one.
+        :raises ConnectionError: if Redis cannot be reached (this process's streams have ended).
+        """
+        self._core().end_streams(Ending.of(channel, subject))
+
+    def count_streams(self, channel: str | None = None) -> int:
+        """Open streams of ``channel`` (or all open streams) in every process of the app.
+
+        With Redis, each process's own counts are current, and the other
+        processes' are at most about ``SSE_COUNT_INTERVAL`` (1 s) old; those
+        of a process that died without a word drop out within 15 intervals.
+
+        :raises ConnectionError: if Redis cannot be reached.
+        """
+        counts = self._core().count_streams()
+        return counts.get("" if channel is None else check_channel(channel), 0)
+
+    def count_streams_by_channel(self) -> dict[str, int]:
+        """Open streams per channel in every process of the app (see :meth:`count_streams`)."""
+        counts = self._core().count_streams()
+        counts.pop("", None)
+        return dict(sorted(counts.items()))
 
     def send_new_event(
         self,
@@ -166,13 +205,16 @@ class SSE:
     def stats(self) -> dict[str, Any]:
         """What this app's streams did in this process since it started.
 
-        ``streams`` (open now) and ``streams_by_channel``, then the running
-        totals ``events_sent``, ``bytes_written``, ``streams_opened``,
+        ``streams`` (open now) and ``streams_by_channel``; ``app_streams``
+        and ``app_streams_by_channel``, the same for every process of the app
+        (:meth:`count_streams`; ``None`` if Redis does not answer); then the
+        running totals ``events_sent``, ``bytes_written``, ``streams_opened``,
         ``streams_refused`` and ``streams_refused_by_reason`` (``limit``,
         ``client_limit``, ``authorization``, ``bad_request``),
-        ``replays_served``, ``events_replayed``,
-        ``resets_sent``, ``slow_clients_dropped`` and ``redis_reconnects``.
-        Per process: with several workers, each has its own. With
+        ``replays_served``, ``events_replayed``, ``resets_sent``,
+        ``slow_clients_dropped``, ``streams_ended``, ``streams_expired`` and
+        ``redis_reconnects``. But for ``app_*``, per process: with several
+        workers, each has its own. With
         ``SSE_PUBLISH_TOKEN`` set, ``GET <prefix>/stats`` answers them over
         HTTP, and ``flask sse stats`` prints them.
         """

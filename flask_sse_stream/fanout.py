@@ -7,12 +7,26 @@ Delivering never blocks and never waits on a client.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
+from .access import Ending, describe
 from .concurrency import allocate_lock, thread_ident
 from .event import Event
 from .stats import Counters
-from .stream import Stream
+from .stream import Stream, end_gracefully
+
+log = logging.getLogger("flask_sse_stream")
+
+#: Seconds an :class:`Ending` is remembered after it arrived, and at most how
+#: many: a stream whose authorization began before one that matches it
+#: arrived ends as soon as it is added (its authorizer may have read what the
+#: ending undid). Past either bound, every stream whose authorization began
+#: before the forgotten ending arrived ends: a rare extra reconnection.
+REMEMBER_ENDINGS = 60.0
+MAX_ENDINGS = 1000
 
 
 class Fanout:
@@ -28,6 +42,12 @@ class Fanout:
         self._all: dict[Stream, None] = {}
         # client address -> its open streams here (for SSE_MAX_CONNECTIONS_PER_CLIENT).
         self._clients: dict[str | None, int] = {}
+        # (arrival, ending) of recent end_streams() calls, oldest first, and
+        # the latest arrival among those forgotten.
+        self._endings: deque[tuple[float, Ending]] = deque()
+        self._forgotten = 0.0
+        #: Changes with every stream added or removed (the Redis backend's counts watch it).
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self._all)
@@ -64,7 +84,20 @@ class Fanout:
             for channel in stream.channels:
                 self._channels.setdefault(channel, {})[stream] = None
                 self._targets.pop(channel, None)
+            self.version += 1
+            if stream.since and (self._endings or self._forgotten) and self._ended_meanwhile(stream):
+                stream.close()  # its opening answers with an empty stream: the client asks again
+                self.counters.streams_ended += 1
         return True
+
+    def _ended_meanwhile(self, stream: Stream) -> bool:
+        """Whether an ending that matches ``stream`` arrived after its authorization began."""
+        if stream.since <= self._forgotten:
+            return True
+        return any(
+            arrived >= stream.since and ending.matches(stream.channels, stream.subjects)
+            for arrived, ending in self._endings
+        )
 
     def remove(self, stream: Stream) -> list[str]:
         """Remove ``stream``; the channels that have no stream here any more."""
@@ -84,6 +117,7 @@ class Fanout:
                         del self._channels[channel]
                         emptied.append(channel)
                 self._targets.pop(channel, None)
+            self.version += 1
         return emptied
 
     def deliver(self, channel: str, event: Event) -> None:
@@ -108,6 +142,22 @@ class Fanout:
 
     def close_where(self, matches: Callable[[Stream], bool], hangup: bool = False) -> list[Stream]:
         return self.close((stream for stream in self.streams() if matches(stream)), hangup)
+
+    def end(self, ending: Ending) -> int:
+        """End the streams ``ending`` matches, on an event boundary (their clients ask again); how many."""
+        now = time.monotonic()
+        with self._lock:
+            endings = self._endings
+            endings.append((now, ending))
+            while endings and (len(endings) > MAX_ENDINGS or endings[0][0] < now - REMEMBER_ENDINGS):
+                self._forgotten = max(self._forgotten, endings.popleft()[0])
+            candidates = self._all if ending.channel is None else self._channels.get(ending.channel, {})
+            matched = [stream for stream in candidates if ending.matches(stream.channels, stream.subjects)]
+        end_gracefully(matched)
+        self.counters.streams_ended += len(matched)
+        if matched:
+            log.info("ended %d streams of %s", len(matched), describe(ending))
+        return len(matched)
 
     def end_all_streams(self) -> None:
         """Every stream ends cleanly; its client resumes from its last id (the store may have lost data)."""

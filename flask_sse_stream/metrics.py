@@ -37,6 +37,8 @@ COUNTERS = {
     "events_replayed": "Stored events replayed to streams that opened or resumed.",
     "resets_sent": "Reset events sent (a resume point no longer in the store).",
     "slow_clients_dropped": "Streams disconnected for falling more than SSE_QUEUE_SIZE events behind.",
+    "streams_ended": "Streams ended by end_streams (by channel or subject), from any process.",
+    "streams_expired": "Streams ended at their admission's expiry or SSE_MAX_STREAM_AGE.",
     "redis_reconnects": "Times the Redis subscription was lost and made again.",
 }
 REFUSED = "Streams refused, by reason: limit (503), client_limit (429), authorization (403), bad_request (400)."

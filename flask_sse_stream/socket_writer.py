@@ -113,10 +113,10 @@ class DirectWriter:
                 return partial
             self.idle = True
             try:
-                woken = waker.wait(wait)
+                woken = waker.wait(wait if stream.deadline is None else stream.until_deadline(wait))
             finally:
                 self.idle = False
-            if not woken and not stream.closed:
+            if not woken and not stream.closed and not stream.expired():
                 # Direct writes do not wake the writer: keep-alive time
                 # counts from the last of them.
                 quiet = time.monotonic() - self.written_at

@@ -17,6 +17,8 @@ TOTALS = (
     "events_replayed",
     "resets_sent",
     "slow_clients_dropped",
+    "streams_ended",
+    "streams_expired",
     "redis_reconnects",
 )
 
@@ -36,6 +38,8 @@ class Counters:
         "events_replayed",
         "resets_sent",
         "slow_clients_dropped",
+        "streams_ended",
+        "streams_expired",
         "redis_reconnects",
         "refused",
     )
@@ -55,6 +59,9 @@ class Counters:
         self.resets_sent = 0
         #: Streams disconnected for falling more than ``SSE_QUEUE_SIZE`` events behind.
         self.slow_clients_dropped = 0
+        #: Streams ended by ``SSE.end_streams`` (from any process), and at their admission's expiry or maximum age.
+        self.streams_ended = 0
+        self.streams_expired = 0
         #: Times the Redis subscription was lost and made again.
         self.redis_reconnects = 0
         #: Streams refused, by reason (:data:`REFUSALS`).

@@ -55,8 +55,8 @@ class StreamInfo:
 
 class Stream:
     __slots__ = (
-        "channels", "remote_addr", "started_at", "subject", "server", "closed", "hangup", "finished",
-        "pending", "_limit", "_waker", "_socket", "upto", "writer", "counters",
+        "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
+        "finished", "pending", "_limit", "_waker", "_socket", "upto", "writer", "counters",
     )  # fmt: skip
 
     def __init__(
@@ -67,11 +67,20 @@ class Stream:
         sock: socket.socket | None = None,
         server: object = None,
         counters: Counters | None = None,
+        subjects: frozenset[str] = frozenset(),
+        deadline: float | None = None,
+        since: float = 0.0,
     ) -> None:
         self.channels = channels
         self.remote_addr = remote_addr
         self.started_at = time.time()
-        self.subject: object = None
+        #: Whom its admission names (``Admission.subject``): end_streams(subject=...) ends it.
+        self.subjects = subjects
+        #: When it must end (``time.monotonic()``): its admission's expiry, or its maximum age.
+        self.deadline = deadline
+        #: When its authorization began (``time.monotonic()``): an end_streams() that matches it
+        #: and arrives after that ends it, even if it arrives before the stream is open.
+        self.since = since
         #: The standalone server that serves it, if any (``start_sse_tcp_port``).
         self.server = server
         #: Set once the stream must end; it then takes no more events.
@@ -144,9 +153,28 @@ class Stream:
             events = self.drain()
             if events:
                 return events
-            if not waker.wait(timeout):
+            if self.deadline is None:
+                if not waker.wait(timeout):
+                    return []
+            elif not waker.wait(self.until_deadline(timeout)) and not self.closed and not self.expired():
                 return []
         return None
+
+    def until_deadline(self, wait: float) -> float:
+        """``wait`` seconds, or fewer if the stream's deadline comes first."""
+        if self.deadline is None:
+            return wait
+        return max(0.0, min(wait, self.deadline - time.monotonic()))
+
+    def expired(self) -> bool:
+        """Whether its deadline has passed; if so it is closed (ended on an event boundary, as close() does)."""
+        if self.deadline is None or time.monotonic() < self.deadline:
+            return False
+        if not self.closed:
+            self.counters.streams_expired += 1
+            log.debug("a stream of %s for %s reached its deadline", ", ".join(self.channels), self.remote_addr)
+            self.close()
+        return True
 
     def drain(self) -> list[Event]:
         """Every pending event, in order, without its replayed copies."""

@@ -8,9 +8,11 @@ the request context (and its memory) alive for its whole life.
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Response, request
 
+from .access import admit
 from .config import CorsOrigins
 from .core import SSECore
 from .event import reset_frame
@@ -60,31 +62,35 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     except BadRequest as error:
         _refused(core, "bad_request", "refused a stream from %s: %s", request.remote_addr, error)
         return refuse(400, str(error), headers)
-    for channel in channels:
-        for authorize in core.authorizers:
-            if not authorize(channel):
-                address = request.remote_addr
-                _refused(core, "authorization", "refused a stream of %r to %s: @sse.authorize", channel, address)
-                return refuse(403, f"channel {channel!r} is not open to this request", headers)
+    since = time.monotonic()
+    admitted = admit(core.authorizers, channels)
+    address = request.remote_addr
+    if admitted.refused is not None:
+        channel = admitted.refused
+        _refused(core, "authorization", "refused a stream of %r to %s: @sse.authorize", channel, address)
+        return refuse(403, f"channel {channel!r} is not open to this request", headers)
+    deadline = core.deadline(admitted.expires_at)
+    if deadline is not None and deadline <= time.monotonic():
+        _refused(core, "authorization", "refused a stream to %s: its admission has expired", address)
+        return refuse(403, "the admission of this request has expired (Admission.expires_at)", headers)
     headers.update(_STREAM_HEADERS)
     if method == "HEAD":
         return Response(status=200, headers=headers)
-    return _open(core, channels, resume_point(request.environ, query), headers, server)
+    sock = socket_of(request.environ)
+    stream = Stream(channels, address, core.settings.queue_size, sock, server, core.counters,
+                    admitted.subjects, deadline, since)  # fmt: skip
+    return _open(core, stream, sock, resume_point(request.environ, query), headers)
 
 
-def _open(
-    core: SSECore, channels: tuple[str, ...], after: int | None, headers: dict[str, str], server: object
-) -> Response:
+def _open(core: SSECore, stream: Stream, sock: object, after: int | None, headers: dict[str, str]) -> Response:
     settings = core.settings
     environ = request.environ
-    sock = socket_of(environ)
     if sock is not None:
         tune(sock, settings.keepalive)
     if shutting_down():
         # This worker is ending: open the stream and end it at once, so the
         # browser reconnects (with Last-Event-ID) to a worker that stays.
         return _hangup(sock, headers)
-    stream = Stream(channels, request.remote_addr, settings.queue_size, sock, server, core.counters)
     per_client = settings.max_connections_per_client
     if not core.fanout.add(stream, settings.max_connections, per_client):
         address = request.remote_addr
@@ -107,7 +113,12 @@ def _open(
     except BaseException:
         core.close_stream(stream)
         raise
-    log.debug("opened a stream of %s for %s", ", ".join(channels), request.remote_addr)
+    if stream.closed:
+        # Ended before it opened (end_streams, a shutdown): nothing goes out,
+        # and the client asks again, to be authorized again.
+        core.close_stream(stream)
+        return _hangup(sock, headers)
+    log.debug("opened a stream of %s for %s", ", ".join(stream.channels), request.remote_addr)
     first = [OPENING]
     if settings.retry is not None:
         first.append(b"retry: %d\n" % settings.retry)

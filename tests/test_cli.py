@@ -20,6 +20,7 @@ import redis
 from tests.support.client import StreamClient
 from tests.support.redis_server import RedisServer
 from tests.support.servers import PYTHON, ROOT, ProcessServer, free_port
+from tests.support.waiting import wait_until
 
 TOKEN = "cli-test-token-0123456789"
 PREFIX = "clitest"
@@ -130,6 +131,24 @@ def test_stats_with_redis_counts_the_shared_store_of_each_channel(redis_env) -> 
     stored_at = lines.index("Stored events:")
     assert lines[stored_at + 1 : stored_at + 3] == [f"  {stored}: 2", f"  {empty}: 0"]
     assert "  events_sent: 0" in lines  # this process sent nothing
+
+
+def test_stats_with_redis_counts_the_open_streams_of_every_process(redis_app_server, redis_env, stream) -> None:
+    # The server's streams, counted by this flask command, which serves none.
+    name, other = channel(), channel()
+    stream(redis_app_server, name)
+    stream(redis_app_server, name, other)
+    lines: list[str] = []
+
+    def counted() -> bool:
+        nonlocal lines
+        lines = flask("stats", env=redis_env).stdout.splitlines()
+        return f"  {name}: 2" in lines and f"  {other}: 1" in lines
+
+    wait_until(counted, 10, "the server's counts in Redis")
+    total = next(line for line in lines if line.startswith("Open streams in the whole app"))
+    assert int(total.rsplit(" ", 1)[1]) >= 2
+    assert "Open streams: 0" in lines  # and none in this process
 
 
 def test_stats_with_redis_lists_every_channel_with_a_store_found_by_scan(redis_server, redis_env) -> None:

@@ -16,6 +16,8 @@ COUNTERS = {
     "events_replayed",
     "resets_sent",
     "slow_clients_dropped",
+    "streams_ended",
+    "streams_expired",
     "redis_reconnects",
 }
 
@@ -23,7 +25,8 @@ COUNTERS = {
 def test_a_new_app_has_zero_everywhere(make_app) -> None:
     _, sse = make_app()
     refused = {"limit": 0, "client_limit": 0, "authorization": 0, "bad_request": 0}
-    expected = {"streams": 0, "streams_by_channel": {}, **dict.fromkeys(COUNTERS, 0)}
+    expected = {"streams": 0, "streams_by_channel": {}, "app_streams": 0, "app_streams_by_channel": {}}
+    expected.update(dict.fromkeys(COUNTERS, 0))
     assert sse.stats == {**expected, "streams_refused_by_reason": refused}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from ..access import Ending
 from ..event import Event
 from ..replay import StoreFacts
 
@@ -32,6 +33,14 @@ class Backend(Protocol):
 
     def release(self, channels: Sequence[str]) -> None:
         """No stream of this process serves ``channels`` any more (a per-channel subscription may end)."""
+        ...
+
+    def end_streams(self, ending: Ending) -> int:
+        """End the streams ``ending`` matches, here and in every other process; how many ended here."""
+        ...
+
+    def count_streams(self) -> dict[str, int]:
+        """Open streams per channel in every process of the app (the key ``""``: all of them)."""
         ...
 
     def stored(self, channel: str) -> list[Event]:

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 
+from ..access import Ending
 from ..concurrency import allocate_lock
 from ..config import Settings
 from ..event import Event
@@ -28,6 +29,7 @@ CHECKPOINTS = 32
 
 class MemoryBackend:
     def __init__(self, settings: Settings, fanout: Fanout) -> None:
+        self._fanout = fanout
         self._deliver = fanout.deliver
         self._max_history = settings.max_history
         self._ttl = settings.history_ttl
@@ -70,6 +72,14 @@ class MemoryBackend:
             stored = tuple(list(self._stores.get(channel, ())) for channel in channels)
             gone = tuple(self._gone_of(channel) for channel in channels)
             return StoreFacts(self._last_id, stored, gone, forgotten_below=self._forgotten_below(now))
+
+    def end_streams(self, ending: Ending) -> int:
+        return self._fanout.end(ending)
+
+    def count_streams(self) -> dict[str, int]:
+        counts = self._fanout.streams_by_channel()
+        counts[""] = len(self._fanout)
+        return counts
 
     def stored(self, channel: str) -> list[Event]:
         with self._lock:

@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from ..access import Ending
 from ..concurrency import allocate_lock
 from ..config import Settings
 from ..event import Event, frame_with_id
@@ -28,6 +29,8 @@ from ..single_flight import SingleFlight
 from . import redis_scripts
 from .redis_channels import ChannelSubscriptions
 from .redis_connection import RedisConnections
+from .redis_counts import Counts
+from .redis_endings import Endings
 from .redis_listener import Listener
 from .redis_recovery import Seqs
 
@@ -59,6 +62,8 @@ class RedisBackend:
             self.control_key = self.key("control")
         else:
             self.control_key = self.key("events")
+        self.endings = Endings(self.connections, self.key, fanout, self.control_key, self.publish_command)
+        self.counts = Counts(self.connections, self.key, fanout, settings.count_interval)
         client = self.connections.client
         self._send = client.register_script(redis_scripts.SEND)
         self._move_past = client.register_script(redis_scripts.MOVE_PAST)
@@ -99,6 +104,7 @@ class RedisBackend:
     def read_store(self, channels: Sequence[str]) -> StoreFacts:
         listener = self.listener()
         listener.wait_subscribed()
+        self.counts.keep_running()
         if self.channels is not None:
             self.channels.hold(channels)
         # Streams that open together (1,000 browsers after a deploy, say)
@@ -106,6 +112,13 @@ class RedisBackend:
         facts, seqs = self._flights.run(tuple(channels), lambda: self.read(channels))
         listener.note_seqs(channels, seqs.now)
         return facts
+
+    def end_streams(self, ending: Ending) -> int:
+        self.keep_listening()
+        return self.endings.send(ending)
+
+    def count_streams(self) -> dict[str, int]:
+        return self.counts.read()
 
     def release(self, channels: Sequence[str]) -> None:
         listener = self._listener
@@ -248,6 +261,7 @@ class RedisBackend:
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.stop()
+        self.counts.stop()
         self.connections.close()
 
     # -- internals ----------------------------------------------------------

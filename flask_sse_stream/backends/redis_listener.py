@@ -89,6 +89,7 @@ class Listener(Runner):
         channels = held if backend.channels is not None else self._fanout.channels()
         marker = os.urandom(8).hex()
         facts, seqs = backend.read(channels, marker)
+        backend.endings.catch_up()
         lost = backend.move_past(backend.seen)  # if Redis lost data, the counter goes past what was given
         first = not self._recovered
         ended = not first and self._cannot_catch_up(facts, lost)
@@ -172,6 +173,8 @@ class Listener(Runner):
             for channel, seq in window.at_read.items():
                 if seq > self._seq.get(channel, seq):
                     self._seq[channel] = seq  # what the read covered, live-only events included
+        elif kind == b"end":
+            self._backend.endings.on_message(value)
         elif kind == b"lost":
             lost = int(value)
             if lost > self._handled_lost:

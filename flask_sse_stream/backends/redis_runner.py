@@ -21,6 +21,7 @@ from ..fanout import Fanout
 from ..replay import StoreFacts
 from .redis_channels import ChannelSubscriptions
 from .redis_connection import COMMAND_TIMEOUT, CONNECT_TIMEOUT, CONNECTION_ERRORS, RedisConnections
+from .redis_endings import Endings
 from .redis_recovery import Seqs
 from .redis_subscription import Subscription
 
@@ -42,6 +43,7 @@ class Subscriber(Protocol):
     seen: int
     #: Per-channel subscriptions, or None when the process subscribes to the whole app.
     channels: ChannelSubscriptions | None
+    endings: Endings
 
     def read(self, channels: Sequence[str], marker: str = "") -> tuple[StoreFacts, Seqs]: ...
 

@@ -24,12 +24,20 @@ process subscribes to the whole app; ``{sse}:c:<channel>`` carries one
 channel's events when processes subscribe per channel; ``{sse}:control``
 carries control messages (in the whole-app mode, ``{sse}:events`` does).
 
+- ``{sse}:ending`` and ``{sse}:endings``: how many ``end_streams`` calls
+  there have been, and the latest of them, newest first, each
+  ``b"<seq> <origin> <json>"`` (a subscription that was lost catches up
+  with them);
+- ``{sse}:counts``: a sorted set of the processes that have streams, by when
+  their counts expire (ms), and ``{sse}:counts:<process>``, a hash of each
+  one's open streams per channel (the field ``""``: all its streams).
+
 A stored entry is ``b"<id> <ms> <len(meta)> <seq>\\n" + meta + frame``,
 where ``frame`` is the encoded event without its ``id:`` line and ``meta``
 the JSON ``[event, retry, text, is_json]`` that :meth:`SSE.history` needs. A
 published message is ``channel \\n id \\n seq \\n frame`` (``id`` empty for a
 live-only event). A control message has an empty channel:
-``\\n lost \\n <id>``, ``\\n mark \\n <token>``.
+``\\n lost \\n <id>``, ``\\n mark \\n <token>``, ``\\n end \\n <seq> <origin> <json>``.
 """
 
 from __future__ import annotations
@@ -175,5 +183,80 @@ for i = 5, #KEYS, 2 do
   result[#result + 1] = redis.call('HMGET', KEYS[i + 1], 'gone', 'last', 'seq')
 end
 if ARGV[3] ~= '' then redis.call(ARGV[4], KEYS[4], '\\nmark\\n' .. ARGV[3]) end
+return result
+"""
+
+#: end_streams: remembered for subscriptions that come back, and published.
+#: KEYS: ending, endings, control. ARGV: the ending's JSON, origin, publish command, how many to keep.
+END = """
+local seq = redis.call('INCR', KEYS[1])
+local entry = seq .. ' ' .. ARGV[2] .. ' ' .. ARGV[1]
+redis.call('LPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+redis.call(ARGV[3], KEYS[3], '\\nend\\n' .. entry)
+return seq
+"""
+
+#: The endings after ``known`` (all it holds if the count is below it). KEYS: ending, endings.
+#: ARGV: known. Returns {seq, entries newest first}.
+ENDINGS = """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local known = tonumber(ARGV[1])
+if seq == known then return {seq, {}} end
+if seq < known then return {seq, redis.call('LRANGE', KEYS[2], 0, -1)} end  -- Redis lost data
+return {seq, redis.call('LRANGE', KEYS[2], 0, seq - known - 1)}
+"""
+
+#: A process's open streams per channel. KEYS: counts, its counts hash. ARGV: process, ttl_ms,
+#: full ('1': the pairs are all its counts; '0': the changes, 0 for a channel it no longer
+#: serves), then channel, count pairs. Returns 0 when changes came for a hash that expired.
+WRITE_COUNTS = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local ttl = tonumber(ARGV[2])
+if ARGV[3] == '1' then
+  redis.call('DEL', KEYS[2])
+elseif redis.call('EXISTS', KEYS[2]) == 0 then
+  return 0
+end
+for i = 4, #ARGV, 2 do
+  if ARGV[i + 1] == '0' then
+    redis.call('HDEL', KEYS[2], ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 1
+"""
+
+#: Every other live process's counts, summed. KEYS: counts. ARGV: the prefix of the hashes,
+#: this process. Returns channel, count pairs.
+READ_COUNTS = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local sums, order = {}, {}
+for _, process in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  if process ~= ARGV[2] then
+    local fields = redis.call('HGETALL', ARGV[1] .. process)
+    for i = 1, #fields, 2 do
+      local channel = fields[i]
+      if not sums[channel] then sums[channel] = 0; order[#order + 1] = channel end
+      sums[channel] = sums[channel] + tonumber(fields[i + 1])
+    end
+  end
+end
+local result = {}
+for _, channel in ipairs(order) do
+  result[#result + 1] = channel
+  result[#result + 1] = sums[channel]
+end
 return result
 """

@@ -72,6 +72,8 @@ class StreamClient:
         self._raw = b""
         self._body = b""  # de-chunked body not yet parsed into lines
         self.eof = False
+        #: The chunked body ended with its terminating chunk (not with a cut connection).
+        self.clean_end = False
         #: Sizes of the chunks received, in order: one per write of the server.
         self.chunks: list[bytes] = []
         self.comments: list[str] = []
@@ -174,7 +176,7 @@ class StreamClient:
             rest = self._raw.split(b"\r\n", 1)[1]
         self._raw = rest[size + 2 :]
         if size == 0:
-            self.eof = True
+            self.eof = self.clean_end = True
             return None
         chunk = rest[:size]
         self.chunks.append(chunk)

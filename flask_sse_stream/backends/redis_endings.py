@@ -1,0 +1,83 @@
+"""``end_streams`` across processes: a control message, and a short memory for subscriptions that come back.
+
+The process that calls it ends its own matching streams at once, then one
+script call stores the ending in ``{prefix}:endings`` (the latest
+:data:`KEPT`) and publishes it on the control channel, on the connections
+the process already holds. Every other process's listener receives it in
+order with the events and ends its matching streams. A listener that lost
+its subscription reads, once subscribed again, the endings it missed; if
+more were sent than are kept, it ends every stream (each client asks again
+and its authorizer decides).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+
+from ..access import Ending
+from ..fanout import Fanout
+from . import redis_scripts
+from .redis_connection import RedisConnections
+
+log = logging.getLogger("flask_sse_stream.redis")
+
+#: Endings kept in Redis for subscriptions that come back.
+KEPT = 1000
+
+
+class Endings:
+    def __init__(
+        self, connections: RedisConnections, key: Callable[..., str], fanout: Fanout, control: str, publish: str
+    ) -> None:
+        self._connections = connections
+        self._keys = [key("ending"), key("endings")]
+        self._control, self._publish = control, publish
+        self._fanout = fanout
+        self._end = connections.client.register_script(redis_scripts.END)
+        self._read = connections.client.register_script(redis_scripts.ENDINGS)
+        #: The last ending this process's subscription has seen (-1: none read yet).
+        self.seen = -1
+        self._pid = 0
+        self._origin = ""
+
+    @property
+    def origin(self) -> str:
+        """This process, in the endings it sends (its listener skips them: it ended its streams already)."""
+        if self._pid != os.getpid():
+            self._pid, self._origin = os.getpid(), os.urandom(6).hex()
+        return self._origin
+
+    def send(self, ending: Ending) -> int:
+        """End the streams ``ending`` matches here, then in every other process; how many ended here."""
+        ended = self._fanout.end(ending)
+        keys = self._keys + [self._control]
+        args = [ending.encode(), self.origin, self._publish, KEPT]
+        self._connections.call("end the streams", lambda: self._end(keys=keys, args=args))
+        return ended
+
+    def on_message(self, value: bytes) -> None:
+        """An ending published by some process: ``<seq> <origin> <json>``."""
+        seq, origin, data = value.split(b" ", 2)
+        self.seen = max(self.seen, int(seq))
+        if origin.decode() != self.origin:
+            self._fanout.end(Ending.decode(data))
+
+    def catch_up(self) -> None:
+        """Subscribed (again): end what the endings sent meanwhile match. The first time, only learn where they are."""
+        known = self.seen
+        seq, entries = self._connections.call(
+            "read the endings", lambda: self._read(keys=self._keys, args=[max(known, 0)])
+        )
+        seq = int(seq)
+        if known < 0 or seq == known:
+            self.seen = seq
+            return
+        if seq < known:
+            known = 0  # Redis lost its data (and every stream ends for that): all it holds is new
+        if seq - known > len(entries):
+            log.warning("missed more than %d end_streams calls while resubscribing: every stream ends", KEPT)
+            self._fanout.end_all_streams()
+        for entry in reversed(entries):
+            self.on_message(entry)
