@@ -122,9 +122,9 @@ class SSECore:
         """End the streams ``ending`` matches in every process of the app (see ``SSE.end_streams``)."""
         self.backend.end_streams(ending)
 
-    def count_streams(self) -> dict[str, int]:
-        """Open streams per channel in every process of the app; ``""``: all of them."""
-        return self.backend.count_streams()
+    def count_streams(self, channel: str | None = None) -> dict[str, int]:
+        """Open streams per channel in every process of the app; ``""``: all of them (see the backend's)."""
+        return self.backend.count_streams(channel)
 
     def close_stream(self, stream: Stream) -> None:
         """``stream`` has ended: it leaves the fan-out (and the backend may stop listening to its channels)."""

@@ -129,8 +129,9 @@ class SSE:
 
         :raises ConnectionError: if Redis cannot be reached.
         """
-        counts = self._core().count_streams()
-        return counts.get("" if channel is None else check_channel(channel), 0)
+        if channel is None:
+            return self._core().count_streams("").get("", 0)
+        return self._core().count_streams(check_channel(channel)).get(channel, 0)
 
     def count_streams_by_channel(self) -> dict[str, int]:
         """Open streams per channel in every process of the app (see :meth:`count_streams`)."""

@@ -113,6 +113,8 @@ def test_counts_match_the_open_streams_of_every_worker(fleet, client_for) -> Non
         return {channel: by_channel.get(channel, 0) for channel in (news, mail)}
 
     wait_until(lambda: counted() == {news: len(both) + len(only_news), mail: len(both)}, 3, "counts of all workers")
+    answer = fleet.request("GET", f"/counts?channel={mail}").body
+    assert answer["one"] == len(both) and answer["all"] >= len(both) + len(only_news)
     for client in both:
         client.close()
     wait_until(lambda: counted() == {news: len(only_news), mail: 0}, 3, "closed streams to leave the counts")

@@ -39,8 +39,11 @@ class Backend(Protocol):
         """End the streams ``ending`` matches, here and in every other process; how many ended here."""
         ...
 
-    def count_streams(self) -> dict[str, int]:
-        """Open streams per channel in every process of the app (the key ``""``: all of them)."""
+    def count_streams(self, channel: str | None = None) -> dict[str, int]:
+        """Open streams per channel in every process of the app (the key ``""``: all of them).
+
+        With ``channel``, the counts of that channel (and ``""``) at least: the others may be left out.
+        """
         ...
 
     def stored(self, channel: str) -> list[Event]:

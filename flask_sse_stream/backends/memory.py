@@ -76,7 +76,7 @@ class MemoryBackend:
     def end_streams(self, ending: Ending) -> int:
         return self._fanout.end(ending)
 
-    def count_streams(self) -> dict[str, int]:
+    def count_streams(self, channel: str | None = None) -> dict[str, int]:
         counts = self._fanout.streams_by_channel()
         counts[""] = len(self._fanout)
         return counts

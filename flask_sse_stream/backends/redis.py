@@ -117,8 +117,8 @@ class RedisBackend:
         self.keep_listening()
         return self.endings.send(ending)
 
-    def count_streams(self) -> dict[str, int]:
-        return self.counts.read()
+    def count_streams(self, channel: str | None = None) -> dict[str, int]:
+        return self.counts.read(channel)
 
     def release(self, channels: Sequence[str]) -> None:
         listener = self._listener

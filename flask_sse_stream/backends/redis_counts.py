@@ -119,17 +119,18 @@ class Counts:
         keys = [self._index, self._hash_prefix + self._process]
         return bool(self._connections.call("write the stream counts", lambda: self._write(keys=keys, args=args)))
 
-    def read(self) -> dict[str, int]:
-        """Open streams per channel in every process of the app (``""``: all streams)."""
+    def read(self, channel: str | None = None) -> dict[str, int]:
+        """Open streams per channel in every process of the app (``""``: all streams); of ``channel`` only if given."""
         process = self._process if self._pid == os.getpid() else ""
-        args = [self._hash_prefix, process]
+        args = [self._hash_prefix, process, "0" if channel is None else "1", channel or ""]
         pairs = self._connections.call("read the stream counts", lambda: self._read(keys=[self._index], args=args))
         totals = {pairs[i].decode(errors="replace"): int(pairs[i + 1]) for i in range(0, len(pairs), 2)}
         mine = self._fanout.streams_by_channel()
         mine[ALL] = len(self._fanout)
-        for channel, count in mine.items():
-            totals[channel] = totals.get(channel, 0) + count
-        return {channel: count for channel, count in totals.items() if count > 0 or channel == ALL}
+        for name, count in mine.items():
+            if channel is None or name == channel:
+                totals[name] = totals.get(name, 0) + count
+        return {name: count for name, count in totals.items() if count > 0 or name == ALL}
 
     def stop(self) -> None:
         """Stop writing and take this process's counts out (when Redis answers)."""

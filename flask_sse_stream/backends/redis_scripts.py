@@ -238,14 +238,20 @@ return 1
 """
 
 #: Every other live process's counts, summed. KEYS: counts. ARGV: the prefix of the hashes,
-#: this process. Returns channel, count pairs.
+#: this process, '1' to read one field (then its name: a channel, or '' for all streams) or '0'
+#: for every field. Returns channel, count pairs.
 READ_COUNTS = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local sums, order = {}, {}
 for _, process in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
   if process ~= ARGV[2] then
-    local fields = redis.call('HGETALL', ARGV[1] .. process)
+    local fields
+    if ARGV[3] == '0' then
+      fields = redis.call('HGETALL', ARGV[1] .. process)
+    else
+      fields = {ARGV[4], redis.call('HGET', ARGV[1] .. process, ARGV[4]) or '0'}
+    end
     for i = 1, #fields, 2 do
       local channel = fields[i]
       if not sums[channel] then sums[channel] = 0; order[#order + 1] = channel end

@@ -10,8 +10,9 @@ token's ``exp``); no ``user``: refused. And:
   log-out would; ``POST /unban?user=<name>`` lifts it.
 - ``POST /end?channel=...&subject=...``: ``sse.end_streams`` with those.
 - ``POST /publish``: ``send_new_event`` with ``data``, ``channel``, ``id``.
-- ``GET /counts``: ``{"all", "by_channel", "here"}``: ``count_streams()``,
-  ``count_streams_by_channel()`` and this process's open streams.
+- ``GET /counts[?channel=]``: ``{"all", "by_channel", "here", "one"}``:
+  ``count_streams()``, ``count_streams_by_channel()``, this process's open
+  streams, and ``count_streams(channel)``.
 - ``GET /info``: this process's pid.
 - ``GET /page?user=<name>&channel=<channel>``: a page whose ``EventSource``
   is ``window.source``, with what it received in ``window.received``.
@@ -99,7 +100,11 @@ def create_app() -> Flask:
 
     @app.get("/counts")
     def counts() -> Any:
-        return jsonify(all=sse.count_streams(), by_channel=sse.count_streams_by_channel(), here=len(sse.connections))
+        channel = request.args.get("channel")
+        one = sse.count_streams(channel) if channel else None
+        return jsonify(
+            all=sse.count_streams(), by_channel=sse.count_streams_by_channel(), here=len(sse.connections), one=one
+        )
 
     @app.get("/info")
     def info() -> Any:
