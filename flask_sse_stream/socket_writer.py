@@ -88,6 +88,8 @@ class DirectWriter:
             self.partial = data[sent:]
             self.idle = False
             stream.waker().wake()
+        elif pending:
+            stream.waker().wake()  # more than one write's worth was queued: the writer takes the rest
 
     def take_chunk(self, timeout: float, keepalive: bytes) -> bytes | None:
         """Wait for something to write and return it as chunked-encoding bytes.

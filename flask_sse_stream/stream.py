@@ -29,6 +29,8 @@ log = logging.getLogger("flask_sse_stream")
 
 #: Seconds a stream told to end may take to finish its write before its connection is cut.
 GRACE = 0.5
+#: Bytes of events one write takes at most (or one larger event): replayed or live.
+PIECE = 64 * 1024
 
 
 class Writer(Protocol):
@@ -177,15 +179,24 @@ class Stream:
         return True
 
     def drain(self) -> list[Event]:
-        """Every pending event, in order, without its replayed copies."""
+        """The pending events, in order, about :data:`PIECE` bytes of them at most, without replayed copies.
+
+        One write takes at most that much (or one larger event): what a
+        client that stops reading holds is one piece, not its whole queue.
+        """
         pending = self.pending
         events = []
+        size = 0
         # popleft is atomic: a concurrent push lands in this batch or the
         # next, and a concurrent close() that empties the queue ends it.
         for _ in range(len(pending)):
             try:
-                events.append(pending.popleft())
+                event = pending.popleft()
             except IndexError:
+                break
+            events.append(event)
+            size += len(event.frame)
+            if size >= PIECE:
                 break
         if self.upto and events:
             upto = self.upto

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .event import Event
 from .socket_writer import DirectWriter, chunk
 from .stats import Counters
-from .stream import Stream, shutdown
+from .stream import PIECE, Stream, shutdown
 
 log = logging.getLogger("flask_sse_stream")
 
@@ -27,15 +29,23 @@ class StreamBody(Iterator[bytes]):
     is one write of every pending event joined.
     """
 
-    __slots__ = ("_ended", "_stream", "_first", "_keepalive", "_direct", "_counters")
+    __slots__ = ("_ended", "_stream", "_first", "_replay", "_keepalive", "_direct", "_counters")
 
     def __init__(
-        self, ended: Callable[[Stream], None], stream: Stream, first: bytes, keepalive: float, direct: Any = None
+        self,
+        ended: Callable[[Stream], None],
+        stream: Stream,
+        first: bytes,
+        keepalive: float,
+        direct: Any = None,
+        replay: Iterable[Event] = (),
     ) -> None:
         #: Called once the response has ended (``SSECore.close_stream``).
         self._ended = ended
         self._stream = stream
         self._first: bytes | None = first
+        #: The replayed events not written yet (each released once written).
+        self._replay: deque[Event] | None = deque(replay) or None
         self._keepalive = keepalive
         self._direct = direct
         self._counters: Counters = stream.counters
@@ -49,7 +59,9 @@ class StreamBody(Iterator[bytes]):
         first = self._first
         if first is not None:
             self._first = None
-            return first
+            return first + self._piece() if self._replay else first
+        if self._replay and not self._stream.closed:
+            return self._piece()
         if self._direct is not None:
             self._write_directly(self._direct)
             raise StopIteration
@@ -61,6 +73,21 @@ class StreamBody(Iterator[bytes]):
         if len(events) == 1:
             return events[0].frame
         return b"".join([event.frame for event in events])
+
+    def _piece(self) -> bytes:
+        """The next replayed events, about :data:`~flask_sse_stream.stream.PIECE` bytes of them.
+
+        A client that does not read holds one piece, not its replay.
+        """
+        replay = self._replay
+        frames, size = [], 0
+        while replay and size < PIECE:
+            frame = replay.popleft().frame
+            frames.append(frame)
+            size += len(frame)
+        if not replay:
+            self._replay = None
+        return b"".join(frames)
 
     def _write_directly(self, sock: Any) -> None:
         # The server has written the headers and the first item: it waits for

@@ -125,9 +125,8 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
     first.append(b"\n")
     if replay.reset:
         first.append(reset_frame(settings.reset_event))
-    first.extend(event.frame for event in replay.events)
     direct = direct_socket(environ, sock) if settings.direct_writes else None
-    body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct)
+    body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
 
 

@@ -34,6 +34,7 @@ ORDER = [
     "backends.redis_connection",
     "backends.redis_counts",
     "backends.redis_endings",
+    "backends.redis_frames",
     "backends.redis_subscription",
     "backends.redis_recovery",
     "backends.redis_channels",

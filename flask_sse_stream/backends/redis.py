@@ -31,6 +31,7 @@ from .redis_channels import ChannelSubscriptions
 from .redis_connection import RedisConnections
 from .redis_counts import Counts
 from .redis_endings import Endings
+from .redis_frames import Frames
 from .redis_listener import Listener
 from .redis_recovery import Seqs
 
@@ -64,6 +65,8 @@ class RedisBackend:
             self.control_key = self.key("events")
         self.endings = Endings(self.connections, self.key, fanout, self.control_key, self.publish_command)
         self.counts = Counts(self.connections, self.key, fanout, settings.count_interval)
+        #: Replayed events decoded once per process, shared by the streams of a channel.
+        self.frames = Frames()
         client = self.connections.client
         self._send = client.register_script(redis_scripts.SEND)
         self._move_past = client.register_script(redis_scripts.MOVE_PAST)
@@ -121,6 +124,7 @@ class RedisBackend:
         return self.counts.read(channel)
 
     def release(self, channels: Sequence[str]) -> None:
+        self.frames.forget(channel for channel in channels if not self.fanout.serves(channel))
         listener = self._listener
         if listener is None:
             return
@@ -146,8 +150,10 @@ class RedisBackend:
         stored: list[list[Event]] = []
         gone: list[int | None] = []
         seqs = Seqs([], [])
-        for entries, (gone_mark, last_mark, seq) in zip(per_channel[::2], per_channel[1::2], strict=True):
-            events, left, entry_seqs = self._unexpired(entries, int(now_ms))
+        for channel, entries, (gone_mark, last_mark, seq) in zip(
+            channels, per_channel[::2], per_channel[1::2], strict=True
+        ):
+            events, left, entry_seqs = self._unexpired(channel, entries, int(now_ms))
             stored.append(events)
             seqs.now.append(int(seq or 0))
             seqs.stored.append(entry_seqs)
@@ -160,17 +166,17 @@ class RedisBackend:
         self.saw(int(last_id))
         return StoreFacts(int(last_id), tuple(stored), tuple(gone), int(lost), int(forgotten)), seqs
 
-    def _unexpired(self, entries: list[bytes], now_ms: int) -> tuple[list[Event], int, dict[int, int]]:
+    def _unexpired(self, channel: str, entries: list[bytes], now_ms: int) -> tuple[list[Event], int, dict[int, int]]:
         """The entries not expired yet, as events with only an id and a frame; the highest expired id; seqs."""
-        events, expired, seqs = [], 0, {}
+        kept, expired, seqs = [], 0, {}
         for entry in entries:
             id, ms, seq, _, frame = split_entry(entry)
             if self._ttl_ms and ms <= now_ms - self._ttl_ms:
                 expired = max(expired, id)
             else:
-                events.append(Event(id, None, None, None, frame_with_id(id, frame)))
+                kept.append((id, frame))
                 seqs[id] = seq
-        return events, expired, seqs
+        return self.frames.events(channel, kept, keep=self.fanout.serves(channel)), expired, seqs
 
     def stored(self, channel: str) -> list[Event]:
         keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key]
