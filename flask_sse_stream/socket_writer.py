@@ -105,7 +105,7 @@ class DirectWriter:
         while True:
             waker.clear()
             partial, self.partial = self.partial, None
-            if stream.closed:
+            if stream.closed or (stream.deadline is not None and stream.expired()):
                 return partial
             events = stream.drain()
             if events:

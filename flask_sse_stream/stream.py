@@ -152,6 +152,8 @@ class Stream:
         waker = self.waker()
         while not self.closed:
             waker.clear()
+            if self.deadline is not None and self.expired():
+                break  # even if events keep coming
             events = self.drain()
             if events:
                 return events

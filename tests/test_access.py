@@ -18,6 +18,7 @@ import pytest
 from flask import request
 
 from flask_sse_stream import Admission
+from flask_sse_stream.core import core_of
 from tests.support.chunked import dechunk, read_to_the_end
 from tests.support.client import StreamClient
 from tests.support.streams import until_end
@@ -151,6 +152,50 @@ def test_a_stream_ends_when_its_admission_expires(guarded, client_for) -> None:
     assert client.clean_end
     assert sse.stats["streams_expired"] == 1
     assert [m.data for m in until_end(forever, sse)] == []
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "queued"])
+def test_a_stream_that_is_never_idle_still_ends_when_its_admission_expires(make_app, serve, direct) -> None:
+    # The sender outpaces a client that reads 64 KiB every 5 ms: the stream's
+    # writer always finds events queued and never waits, yet it stops at the
+    # deadline (the client sees the end later, after what the socket holds).
+    app, sse = make_app(SSE_QUEUE_SIZE=1_000_000, SSE_DIRECT_WRITES=direct)
+    expires_at = time.time() + 1.5  # by then the socket's buffers are full: the writer blocks, then writes on
+
+    @sse.authorize
+    def admit(channel: str) -> object:
+        return Admission(subject="alice", expires_at=expires_at)
+
+    port = serve(app).port
+    stop = threading.Event()
+
+    def send() -> None:
+        while not stop.is_set():
+            for _ in range(100):
+                sse.send_new_event(data="x" * 1000)
+            time.sleep(0.005)  # about 20 MB/s
+
+    def read(client: StreamClient) -> None:
+        while not stop.is_set() and client.sock.recv(65536):
+            time.sleep(0.005)  # about 13 MB/s
+
+    client = StreamClient(port, "/stream")
+    (stream,) = core_of(app).fanout.streams()
+    threads = [threading.Thread(target=send), threading.Thread(target=read, args=(client,))]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: stream.closed, 5, "the stream to end at its deadline")
+        ended_at = time.time()
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+        client.close()
+        sse.close()
+    # After the write under way (64 KiB to a client taking 64 KiB per 5 ms),
+    # in a process whose threads share one GIL with a sender that never stops.
+    assert expires_at - 0.005 <= ended_at <= expires_at + 0.5, f"ended {ended_at - expires_at:+.3f} s from expiry"
 
 
 def test_an_admission_that_has_expired_is_refused(guarded, client_for) -> None:
