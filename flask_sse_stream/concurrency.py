@@ -91,7 +91,12 @@ def off_the_hub(function: Callable[[], T]) -> T:
     say) hands it to its hub's thread pool; a plain thread just calls it.
     """
     if greenlet.getcurrent().parent is not None and not is_module_patched("socket"):
-        return gevent.get_hub().threadpool.apply(function)  # type: ignore[no-any-return]
+        # The result comes back in a box, not as the pool's result: gevent's
+        # AsyncResult outlives the call for a moment, and with it a store
+        # read's whole reply (megabytes) the caller has already dropped.
+        box: list[T] = []
+        gevent.get_hub().threadpool.apply(lambda: box.append(function()))
+        return box.pop()
     return function()
 
 
