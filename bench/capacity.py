@@ -9,7 +9,10 @@ RSS, open N streams of ``/stream?channel=bench`` from one epoll driver
 until every one has its response headers; publish one probe event and wait
 until every stream has it (lazy first-use costs are paid); after a second,
 RSS again: **RSS per idle stream** = (RSS with N streams - RSS before) / N,
-summed over the tree (Redis included), as the harness computes it. Then the
+summed over the tree (Redis included), as the harness computes it; beside
+it, the machine's kernel slab and TCP buffer memory over the same interval,
+halved (both ends of each connection are on this machine; other work on the
+machine moves it too). Then the
 server's CPU while the N streams idle for ``--idle`` seconds (keep-alive
 comments included), then ``--events`` events published one at a time
 (``POST /publish``, each once the previous one reached every stream): the
@@ -49,6 +52,15 @@ def tree_rss(root: int) -> int:
     from targets import sample
 
     return sum(rss for _, _, rss in sample(root).values())
+
+
+def kernel_kib() -> tuple[int, int]:
+    """(Slab KiB from /proc/meminfo, TCP buffer pages from /proc/net/sockstat): the machine's, not the target's."""
+    slab = next(
+        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("Slab:")
+    )
+    tcp = next(line for line in Path("/proc/net/sockstat").read_text().splitlines() if line.startswith("TCP:")).split()
+    return slab, int(tcp[tcp.index("mem") + 1])
 
 
 def tree_cpu(root: int) -> float:
@@ -94,7 +106,7 @@ def measure(name: str, command: str, folder: Path, n: int, run: int, args: argpa
 
             publish(port, b"warm-up")
             time.sleep(1)
-            empty = tree_rss(process.pid)
+            empty, kernel0 = tree_rss(process.pid), kernel_kib()
             crowd = Crowd(port)
             cpu0, server0 = time.process_time(), tree_cpu(process.pid)
             result["accept_s"] = crowd.open([b"/stream?channel=bench"] * n, pending=args.pending)
@@ -102,7 +114,10 @@ def measure(name: str, command: str, folder: Path, n: int, run: int, args: argpa
             result["accept_server_cpu_us_per_stream"] = 1e6 * (tree_cpu(process.pid) - server0) / n
             fan_out(crowd, port, 0, n)  # the probe
             time.sleep(1)
-            idle_rss = tree_rss(process.pid)
+            idle_rss, kernel1 = tree_rss(process.pid), kernel_kib()
+            # Both ends of every connection are on this machine: half of it is the server's.
+            result["kernel_slab_kib_per_stream"] = (kernel1[0] - kernel0[0]) / n / 2
+            result["kernel_tcp_buffer_kib_per_stream"] = (kernel1[1] - kernel0[1]) * 4 / n / 2
             result["rss_kib_per_stream"] = (idle_rss - empty) / n / 1024
             result["rss_mib_empty"] = empty / 2**20
             if args.idle:
@@ -116,8 +131,9 @@ def measure(name: str, command: str, folder: Path, n: int, run: int, args: argpa
                 p99s.append(latencies[int(len(latencies) * 0.99)])
                 lasts.append(latencies[-1])
             if p99s:
-                result.update(fanout_p99_ms=statistics.median(p99s), fanout_last_ms=statistics.median(lasts),
-                              fanout_cpu_us_per_delivery=1e6 * (tree_cpu(process.pid) - cpu0) / (n * args.events))  # fmt: skip
+                spent = tree_cpu(process.pid) - cpu0
+                result["fanout_p99_ms"], result["fanout_last_ms"] = statistics.median(p99s), statistics.median(lasts)
+                result["fanout_cpu_us_per_delivery"] = 1e6 * spent / n / args.events
             result["closed_by_server"] = crowd.closed
         except Exception as error:  # noqa: BLE001 - reported in the table, the next run goes on
             result["error"] = repr(error)
@@ -180,7 +196,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--targets", default="limit,sse-stream-gunicorn,sse-stream-redis")
-    parser.add_argument("--clients", default="5000,10000,19000", help="idle stream counts N (default 5,000,10,000,19,000)")
+    parser.add_argument(
+        "--clients", default="5000,10000,19000", help="idle stream counts N (default 5,000,10,000,19,000)"
+    )
     parser.add_argument("--events", type=int, default=5, help="events fanned out to all N, one at a time (default 5)")
     parser.add_argument("--idle", type=float, default=10, help="seconds of idle CPU measured (default 10; 0: none)")
     parser.add_argument("--pending", type=int, default=500, help="streams opened and not yet answered, at most")
@@ -222,9 +240,9 @@ def table(results: list[dict[str, object]], names: list[str], counts: list[int])
 
     lines = [
         "| target | N | RSS KiB / stream | ratio to limit | time to accept all s | streams accepted / s "
-        "| server CPU µs / accept "
+        "| server CPU µs / accept | kernel slab KiB / stream "
         "| idle CPU % | fan-out p99 ms | fan-out last ms | fan-out CPU µs / delivery |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in counts:
         base = median("limit", n, "rss_kib_per_stream")
@@ -232,13 +250,15 @@ def table(results: list[dict[str, object]], names: list[str], counts: list[int])
             rss, accept = median(name, n, "rss_kib_per_stream"), median(name, n, "accept_s")
             if rss is None:
                 errors = [r.get("error") for r in results if r["target"] == name and r["clients"] == n]
-                lines.append(f"| {name} | {n:,} | failed: {errors} |||||||||")
+                lines.append(f"| {name} | {n:,} | failed: {errors} ||||||||||")
                 continue
             lines.append(
                 f"| {name} | {n:,} | {rss:.1f} | {show(rss / base if base else None, '{:.2f}×')} |"
                 f" {show(accept, '{:.1f}')} | {show(n / accept if accept else None, '{:,.0f}')} |"
                 f" {show(median(name, n, 'accept_server_cpu_us_per_stream'), '{:.0f}')} |"
-                f" {show(median(name, n, 'idle_cpu_pct'), '{:.1f}')} | {show(median(name, n, 'fanout_p99_ms'), '{:.0f}')} |"
+                f" {show(median(name, n, 'kernel_slab_kib_per_stream'), '{:.1f}')} |"
+                f" {show(median(name, n, 'idle_cpu_pct'), '{:.1f}')} |"
+                f" {show(median(name, n, 'fanout_p99_ms'), '{:.0f}')} |"
                 f" {show(median(name, n, 'fanout_last_ms'), '{:.0f}')} |"
                 f" {show(median(name, n, 'fanout_cpu_us_per_delivery'), '{:.1f}')} |"
             )  # fmt: skip

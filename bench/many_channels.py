@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import shlex
 import signal
 import statistics
@@ -103,7 +102,10 @@ def run_one(mode: str, workers: int, run: int, args: argparse.Namespace) -> dict
     with started(GUNICORN.format(workers=workers), HERE, env, cpus, log) as (port, process):
         try:
             deadline = time.monotonic() + 30
-            while sum(name != "redis-server" and name != "bash" for name, _, _ in sample(process.pid).values()) < 1 + workers:
+            while (
+                sum(name != "redis-server" and name != "bash" for name, _, _ in sample(process.pid).values())
+                < 1 + workers
+            ):
                 assert time.monotonic() < deadline, "the workers did not start"
                 time.sleep(0.2)
             time.sleep(1)
@@ -111,9 +113,10 @@ def run_one(mode: str, workers: int, run: int, args: argparse.Namespace) -> dict
             result["open_s"] = crowd.open([f"/stream?channel=c{n}".encode() for n in range(args.channels)])
             time.sleep(2)  # count writes and subscriptions settle
             tree = sample(process.pid)
+            master = min(pid for pid, (name, _, _) in tree.items() if name not in ("redis-server", "bash"))
             result["fds_per_worker"] = sorted(
                 len(os.listdir(f"/proc/{pid}/fd")) for pid, (name, _, _) in tree.items()
-                if name not in ("redis-server", "bash") and pid != min(p for p, v in tree.items() if v[0] not in ("redis-server", "bash"))
+                if name not in ("redis-server", "bash") and pid != master
             )  # fmt: skip
             send = subprocess.Popen(
                 [sys.executable, __file__, "--sender", "--redis-url", f"redis://127.0.0.1:{port + 1}/0", "--mode", mode,
@@ -206,7 +209,9 @@ def main() -> None:
     if args.pin:
         os.sched_setaffinity(0, {0})
     print(f"command: {shlex.join(['bench/many_channels.py', *sys.argv[1:]])}")
-    print(f"parameters: {json.dumps({k: v for k, v in vars(args).items() if k not in ('sender', 'redis_url', 'mode')})}")
+    print(
+        f"parameters: {json.dumps({k: v for k, v in vars(args).items() if k not in ('sender', 'redis_url', 'mode')})}"
+    )
     modes, counts = args.modes.split(","), [int(w) for w in args.workers.split(",")]
     results = [run_one(m, w, r, args) for r in range(args.reps) for m in modes for w in counts]
     print(table(results, modes, counts))

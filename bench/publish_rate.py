@@ -10,7 +10,10 @@ to one channel (``bench``) as fast as one call after the other allows:
   channel's pub/sub channel / to the app's one);
 - ``redis-live``: the same with ``id=False`` (not stored), ``channels``;
 - ``flask-sse``: flask-sse 1.0.0's ``sse.publish`` (the shared harness's
-  ``apps/flask_sse_app.py``, with ``id=<n>``; flask-sse stores nothing).
+  ``apps/flask_sse_app.py``, with ``id=<n>``; flask-sse stores nothing, and
+  opens a Redis connection per publish);
+- ``publish-floor``: a bare ``PUBLISH`` on one kept redis-py connection: what
+  one round trip costs Redis on this machine (the ``floor-c`` of this table).
 
 One private redis-server (the flags of the harness's ``with_redis``) on a
 free loopback port serves every Redis row, with one raw pub/sub subscriber
@@ -39,7 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SHARED_APPS = HERE.parents[1] / "shared" / "bench" / "apps"
-PEERS = ("memory", "redis-channels", "redis-app", "redis-live", "flask-sse")
+PEERS = ("memory", "redis-channels", "redis-app", "redis-live", "flask-sse", "publish-floor")
 
 
 def publisher(args: argparse.Namespace) -> None:
@@ -55,6 +58,13 @@ def publisher(args: argparse.Namespace) -> None:
 
         def send(n: int) -> None:
             sse.publish(data, id=str(n), channel="bench")
+    elif args.peer == "publish-floor":
+        import redis
+
+        client = redis.Redis.from_url(args.redis_url)
+
+        def send(n: int) -> None:
+            client.publish("bench", data)
     else:
         from flask import Flask
 
@@ -114,12 +124,26 @@ def command_usec(port: int, top: tuple[str, ...]) -> tuple[int, int]:
 
 def run_row(peer: str, processes: int, redis: tuple[int, int] | None, args: argparse.Namespace) -> dict[str, object]:
     pid, port = redis if redis else (0, 0)
-    top = ("publish", "client|setinfo", "select") if peer == "flask-sse" else ("evalsha", "eval")
+    top = ("publish", "client|setinfo", "select") if peer in ("flask-sse", "publish-floor") else ("evalsha", "eval")
     children = [
         subprocess.Popen(
-            [sys.executable, __file__, "--publisher", "--peer", peer, "--redis-url", f"redis://127.0.0.1:{port}/0",
-             "--seconds", str(args.seconds), "--size", str(args.size)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+            [
+                sys.executable,
+                __file__,
+                "--publisher",
+                "--peer",
+                peer,
+                "--redis-url",
+                f"redis://127.0.0.1:{port}/0",
+                "--seconds",
+                str(args.seconds),
+                "--size",
+                str(args.size),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=HERE,
         )  # fmt: skip
         for _ in range(processes)
     ]
@@ -179,7 +203,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(HERE))
     print(f"command: {shlex.join(['bench/publish_rate.py', *sys.argv[1:]])}")
-    print(f"parameters: {json.dumps({k: v for k, v in vars(args).items() if k not in ('publisher', 'peer', 'redis_url')})}")
+    print(
+        f"parameters: {json.dumps({k: v for k, v in vars(args).items() if k not in ('publisher', 'peer', 'redis_url')})}"  # noqa: E501
+    )
     port = free_port()
     redis = subprocess.Popen(
         ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
@@ -209,7 +235,8 @@ def table(rows: list[dict[str, object]], peers: list[str], counts: list[int]) ->
         return f"{statistics.median(values):,.1f}" if values else "-"
 
     lines = [
-        "| peer | processes | sends/s | publisher CPU µs / send | Redis CPU µs / send | of which executing commands µs | Redis calls / send |",
+        "| peer | processes | sends/s | publisher CPU µs / send | Redis CPU µs / send"
+        " | of which executing commands µs | Redis calls / send |",
         "|---|---|---|---|---|---|---|",
     ]
     for peer in peers:

@@ -141,7 +141,9 @@ def sample(root: int) -> dict[int, tuple[str, float, int]]:
     return {pid: (name_of(pid), cpu_seconds(pid), rss_bytes(pid)) for pid in tree(root)}
 
 
-def cpu_by_name(before: dict[int, tuple[str, float, int]], after: dict[int, tuple[str, float, int]]) -> dict[str, float]:
+def cpu_by_name(
+    before: dict[int, tuple[str, float, int]], after: dict[int, tuple[str, float, int]]
+) -> dict[str, float]:
     """CPU seconds spent between two samples, summed per process name (a process gone since counts 0)."""
     spent: dict[str, float] = {}
     for pid, (name, cpu, _) in after.items():
