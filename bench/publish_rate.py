@@ -24,6 +24,11 @@ commands (``INFO commandstats``) is shown beside it. Rows are interleaved over
 ``--reps``; the table shows medians.
 
     BENCH_HOME=$PWD/bench/.home bench/.home/.venv/bin/python bench/publish_rate.py --processes 1,4 --seconds 5
+
+With ``--store-memory CHANNELS,EVENTS``, it then also measures what the store
+costs Redis's memory (``used_memory``): EVENTS stored events of ``--size``
+bytes in each of CHANNELS channels, and CHANNELS channels with live events
+only (their ``marks`` hash), from one process.
 """
 
 from __future__ import annotations
@@ -180,6 +185,35 @@ def run_row(peer: str, processes: int, redis: tuple[int, int] | None, args: argp
     return row
 
 
+def store_memory(port: int, channels: int, events: int, size: int) -> None:
+    """Redis used_memory per stored event and per channel (see the module docstring)."""
+    from flask import Flask
+
+    from flask_sse_stream import SSE
+
+    def used() -> int:
+        out = subprocess.run(["redis-cli", "-p", str(port), "info", "memory"], capture_output=True, text=True).stdout
+        return int(next(line for line in out.splitlines() if line.startswith("used_memory:")).split(":")[1])
+
+    data = "x" * size
+    for stored, prefix in ((True, "memory-stored"), (False, "memory-live")):
+        app = Flask(prefix)
+        app.config.update(SSE_REDIS_URL=f"redis://127.0.0.1:{port}/0", SSE_REDIS_PREFIX=prefix)
+        sse = SSE(app)
+        sse.send_new_event(data=data, id=stored, channel="warm-up")
+        before = used()
+        for _ in range(events if stored else 1):
+            for channel in range(channels):
+                sse.send_new_event(data=data, id=stored, channel=f"c{channel}")
+        grown = used() - before
+        sse.close()
+        if stored:
+            print(f"store: {channels} channels x {events} stored events of {size} bytes: {grown / 2**20:.1f} MiB, "
+                  f"{grown / channels / events:.0f} bytes per stored event (the channel's marks included)")  # fmt: skip
+        else:
+            print(f"live only: {channels} channels: {grown / channels:.0f} bytes per channel (its marks hash)")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -193,6 +227,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5, help="sending time per row (default 5)")
     parser.add_argument("--size", type=int, default=100, help="event data bytes (default 100)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions, interleaved (default 3)")
+    parser.add_argument("--store-memory", help="CHANNELS,EVENTS: also Redis memory per stored event and channel")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
@@ -221,6 +256,9 @@ def main() -> None:
             run_row(peer, n, None if peer == "memory" else (redis.pid, port), args)
             for _ in range(args.reps) for peer in peers for n in counts
         ]  # fmt: skip
+        if args.store_memory:
+            channels, events = (int(n) for n in args.store_memory.split(","))
+            store_memory(port, channels, events, args.size)
     finally:
         for process in (listener, redis):
             if process and process.poll() is None:
