@@ -18,6 +18,10 @@ app.config.update(
     SSE_REDIS_URL=os.environ.get("REDIS_URL"),
     SSE_MAX_CONNECTIONS=50_000,
 )
+if "SSE_REDIS_SUBSCRIBE" in os.environ:
+    app.config["SSE_REDIS_SUBSCRIBE"] = os.environ["SSE_REDIS_SUBSCRIBE"]
+if "SSE_KEEPALIVE" in os.environ:
+    app.config["SSE_KEEPALIVE"] = float(os.environ["SSE_KEEPALIVE"])
 sse = SSE(app)
 
 

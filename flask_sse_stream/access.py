@@ -83,6 +83,9 @@ class Admitted:
     expires_at: float | None = None
 
 
+NO_SUBJECTS: frozenset[str] = frozenset()
+
+
 def admit(authorizers: Iterable[Callable[[str], object]], channels: Iterable[str]) -> Admitted:
     """Ask every authorizer about every channel: the first refusal, or the subjects and earliest expiry."""
     subjects: set[str] = set()
@@ -97,7 +100,9 @@ def admit(authorizers: Iterable[Callable[[str], object]], channels: Iterable[str
                     subjects.add(answer.subject)  # type: ignore[arg-type]
                 if answer.expires_at is not None:
                     expires.append(answer.expires_at)  # type: ignore[arg-type]
-    return Admitted(None, frozenset(subjects), min(expires, default=None))
+    # frozenset() of an empty set is a new 216-byte object each time: a stream
+    # without a subject shares the one empty set instead (it holds this for life).
+    return Admitted(None, frozenset(subjects) if subjects else NO_SUBJECTS, min(expires, default=None))
 
 
 @dataclass(frozen=True, slots=True)
