@@ -13,6 +13,9 @@ target's CPU per delivery: `--streams` streams receive events sent with
     BENCH_HOME=$PWD/bench/.home .venv/bin/python bench/fanin.py \\
         --redis-target sse-stream-redis --memory-target sse-stream-gunicorn --messages 10000 --rate 2000
 
+With `SSE_REDIS_SUBSCRIBE=app` in the environment, the worker and the sender
+use the whole-app subscription (the worker then receives every message).
+
 `--sender-path` puts a folder first on the sender's PYTHONPATH (a checkout of
 an older version, with the targets of that checkout).
 """
@@ -33,11 +36,13 @@ from targets import publish, read_targets, running
 
 HERE = Path(__file__).resolve().parent
 SENDER = """
-import sys, time
+import os, sys, time
 from flask import Flask
 from flask_sse_stream import SSE
 url, channel, count, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-app = Flask("sender"); app.config["SSE_REDIS_URL"] = url; sse = SSE(app)
+app = Flask("sender"); app.config["SSE_REDIS_URL"] = url
+app.config["SSE_REDIS_SUBSCRIBE"] = os.environ.get("SSE_REDIS_SUBSCRIBE", "channels")  # as the worker's
+sse = SSE(app)
 start = time.monotonic()
 for n in range(count):
     sse.send_new_event(data=f"e{n} " + "x" * 90, id=True, channel=channel)
