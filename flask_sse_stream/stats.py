@@ -30,19 +30,7 @@ class Counters:
     may rarely be lost (they are plain ``int`` attributes), never under gevent.
     """
 
-    __slots__ = (
-        "events_sent",
-        "bytes_written",
-        "streams_opened",
-        "replays_served",
-        "events_replayed",
-        "resets_sent",
-        "slow_clients_dropped",
-        "streams_ended",
-        "streams_expired",
-        "redis_reconnects",
-        "refused",
-    )
+    __slots__ = (*TOTALS, "refused")
 
     def __init__(self) -> None:
         #: Events sent through ``send_new_event`` in this process.
