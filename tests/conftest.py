@@ -5,8 +5,10 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from flask_sse_stream import SSE
+from tests.support import browser as chromium
 from tests.support.client import StreamClient
 from tests.support.servers import ThreadServer
 
@@ -54,3 +56,29 @@ def client_for() -> Iterator[Callable[..., StreamClient]]:
     yield connect
     for client in clients:
         client.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's headless Chromium, launched once per test module (see tests/support/browser.py)."""
+    with sync_playwright() as playwright:
+        launched = chromium.launch(playwright)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
+    """``new_page()``: a blank page in a context of its own, closed after the test."""
+    pages: list[Page] = []
+
+    def new() -> Page:
+        page = chromium.new_page(browser)
+        pages.append(page)
+        return page
+
+    yield new
+    for page in pages:
+        page.context.close()

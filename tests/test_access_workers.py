@@ -18,7 +18,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from playwright.sync_api import Browser, sync_playwright
 
 from tests.support import browser as chromium
 from tests.support.client import StreamClient
@@ -139,16 +138,6 @@ def test_a_killed_workers_streams_leave_the_counts_within_their_expiry(tmp_path,
         assert time.monotonic() - started <= EXPIRY + 2 * COUNT_INTERVAL
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = chromium.launch(playwright)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def test_a_revoked_page_closes_its_event_source_and_gets_nothing_more_while_another_goes_on(fleet, browser) -> None:

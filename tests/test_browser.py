@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, Request, expect, sync_playwright
+from playwright.sync_api import Locator, Page, Request, expect
 
 from tests.support import browser as chromium
 from tests.support.browser import load, received, wait_open, wait_received
@@ -44,31 +44,6 @@ HOST = "127.0.0.1"
 #: Where a person finds the walkthrough's screenshot (git-ignored).
 SCREENSHOT = ROOT / "test-output" / "walkthrough.png"
 expect.set_options(timeout=chromium.TIMEOUT)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = chromium.launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
-    """``new_page()``: a blank page in a context of its own, closed after the test."""
-    pages: list[Page] = []
-
-    def new() -> Page:
-        page = chromium.new_page(browser)
-        pages.append(page)
-        return page
-
-    yield new
-    for page in pages:
-        page.context.close()
 
 
 class Prompt:

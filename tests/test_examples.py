@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 from flask import Flask, url_for
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Page
 
 from flask_sse_stream import SSE
-from tests.support import browser as chromium
 from tests.support.client import StreamClient
 from tests.support.doc_blocks import Block, md_blocks, rst_blocks, rst_blocks_of
 from tests.support.redis_server import RedisServer
@@ -199,30 +198,6 @@ def clients() -> Iterator[Callable[..., StreamClient]]:
     yield connect
     for client in opened:
         client.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = chromium.launch(playwright)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@pytest.fixture
-def new_page(browser: Browser) -> Iterator[Callable[[], Page]]:
-    pages: list[Page] = []
-
-    def new() -> Page:
-        page = chromium.new_page(browser)
-        pages.append(page)
-        return page
-
-    yield new
-    for page in pages:
-        page.context.close()
 
 
 def wait_open(page: Page, source: str = "source") -> None:
