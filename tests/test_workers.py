@@ -150,21 +150,9 @@ def test_ids_are_unique_and_increase_by_one_across_workers(
 ) -> None:
     clients = open_streams(shared, client_for, f"/stream?channel={channel}")
     before = shared.last_id()
-    answers: dict[int, list[Answer]] = {}
-    failures: list[BaseException] = []
-
-    def send(thread: int) -> None:
-        try:
-            answers[thread] = [shared.publish(data=f"t{thread} n{i}", id="1", channel=channel) for i in range(100)]
-        except BaseException as error:  # noqa: BLE001 - reported by the test thread
-            failures.append(error)
-
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not failures, failures
+    answers = in_threads(
+        4, lambda thread: [shared.publish(data=f"t{thread} n{i}", id="1", channel=channel) for i in range(100)]
+    )
     by_id: dict[int, str] = {}
     senders: Counter[int] = Counter()
     for thread, sent in answers.items():
@@ -192,24 +180,12 @@ def test_a_stream_of_16_channels_gets_their_events_in_id_order_whichever_workers
     # connection, which receives messages in the order Redis published them.
     channels = [f"{channel}-{n}" for n in range(16)]
     clients = open_streams(shared, client_for, "/stream?" + "&".join(f"channel={c}" for c in channels))
-    answers: dict[int, list[Answer]] = {}
-    failures: list[BaseException] = []
 
-    def send(thread: int) -> None:
+    def send(thread: int) -> list[Answer]:
         pick = random.Random(thread)
-        try:
-            answers[thread] = [
-                shared.publish(data=f"t{thread} n{i}", id="1", channel=pick.choice(channels)) for i in range(60)
-            ]
-        except BaseException as error:  # noqa: BLE001 - reported by the test thread
-            failures.append(error)
+        return [shared.publish(data=f"t{thread} n{i}", id="1", channel=pick.choice(channels)) for i in range(60)]
 
-    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not failures, failures
+    answers = in_threads(4, send)
     by_id = {answer.body["id"]: f"t{thread} n{i}" for thread, sent in answers.items() for i, answer in enumerate(sent)}
     assert len({answer.worker for sent in answers.values() for answer in sent}) >= 2, "one worker sent everything"
     expected = [(id, by_id[id]) for id in sorted(by_id)]
@@ -518,3 +494,23 @@ def test_sigterm_to_gunicorn_ends_every_stream_within_a_second_and_exits_well_be
     exited = time.monotonic() - started
     assert max(ended) < 1.0, f"the last stream ended {max(ended):.2f} s after SIGTERM{running.why()}"
     assert exited < 4.0, f"gunicorn exited {exited:.2f} s after SIGTERM{running.why()}"
+
+
+def in_threads(count: int, send: Callable[[int], list[Answer]]) -> dict[int, list[Answer]]:
+    """``send(n)`` in ``count`` OS threads at once; each thread's answers (an error in one fails the test)."""
+    answers: dict[int, list[Answer]] = {}
+    failures: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            answers[n] = send(n)
+        except BaseException as error:  # noqa: BLE001 - reported by the test thread
+            failures.append(error)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not failures, failures
+    return answers
