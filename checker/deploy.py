@@ -62,7 +62,7 @@ class RedisDeployment:
             children = psutil.Process(self.server.process.pid).children()
         except psutil.NoSuchProcess:
             return []
-        return sorted(c.pid for c in children if c.status() != psutil.STATUS_ZOMBIE)
+        return sorted(child.pid for child in children if _alive(child))
 
     def wait_ready(self, timeout: float = 30.0, without: int | None = None) -> None:
         """Until gunicorn runs its workers (``without`` that one, which was told to go)."""
@@ -130,3 +130,11 @@ Deployment = RedisDeployment | MemoryDeployment
 
 def start(name: str, directory: Path, config: dict[str, Any]) -> Deployment:
     return RedisDeployment(directory, config) if name == "redis" else MemoryDeployment(directory, config)
+
+
+def _alive(process: psutil.Process) -> bool:
+    """Whether a worker still runs: not a zombie, and not gone since it was listed."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
