@@ -153,8 +153,9 @@ class SSE:
             (split on CRLF, CR and LF only); any other value as JSON (the
             app's JSON provider); ``None`` sends no ``data:`` line.
         :param event: the event name: a non-empty ``str`` without CR, LF or NUL.
-        :param id: ``True`` gives the event the next id (from 1, one counter
-            for all channels of the app) and stores it, to be replayed to
+        :param id: ``True`` gives the event the next id (one counter for all
+            channels of the app: from 1 in-process, from Redis's clock in
+            microseconds with Redis) and stores it, to be replayed to
             streams that open later or resume with ``Last-Event-ID``;
             ``False`` sends it live only.
         :param retry: the browser's reconnection time in milliseconds, a positive ``int``.

@@ -32,6 +32,9 @@ class StoreFacts:
     lost_upto: int = 0
     #: Ids below this one may have left a store whose tombstone has expired too.
     forgotten_below: int = 0
+    #: Ids above the first and below the second were given by a Redis that
+    #: restarted without them (an older snapshot, a failover): (0, 0) if none.
+    forgotten_range: tuple[int, int] = (0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +52,9 @@ def plan(after: int | None, facts: StoreFacts, keeps_history: bool) -> ReplayPla
 
     - Nothing stored (``SSE_MAX_HISTORY = 0``): no replay, no reset, nothing dropped.
     - A new stream: the whole store, no reset.
-    - After an id never given (the store restarted), or one that may have been
-      lost or given twice: the reset event and the whole store.
+    - After an id never given (the store restarted), one that may have been
+      lost or given twice, or one a restarted Redis forgot: the reset event
+      and the whole store.
     - After an id from which some event of its channels left the store (or
       may have, its tombstone expired): the reset event, then what is stored
       after it.
@@ -60,7 +64,8 @@ def plan(after: int | None, facts: StoreFacts, keeps_history: bool) -> ReplayPla
         return ReplayPlan(False, [], 0)
     if not after:
         return _whole(facts, reset=False)
-    if after > facts.last_id or after <= facts.lost_upto:
+    low, high = facts.forgotten_range
+    if after > facts.last_id or after <= facts.lost_upto or low < after < high:
         return _whole(facts, reset=True)
     reset = any(after < facts.forgotten_below if gone is None else gone > after for gone in facts.gone)
     events = _merged(facts, after)

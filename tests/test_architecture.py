@@ -30,6 +30,7 @@ ORDER = [
     "fanout",
     "backends.base",
     "backends.memory",
+    "backends.redis_counter",
     "backends.redis_scripts",
     "backends.redis_connection",
     "backends.redis_counts",

@@ -25,7 +25,7 @@ from flask import Flask
 from flask_sse_stream import SSE
 from flask_sse_stream.backends.redis_connection import POOL_SIZE
 from flask_sse_stream.core import core_of
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, ids_from_one
 from tests.support.streams import END, until_end
 from tests.support.waiting import wait_until
 
@@ -481,7 +481,9 @@ class TestRedisBackend(BackendContract):
 
     @pytest.fixture
     def backend_config(self, redis_server, subscribe) -> dict[str, Any]:
-        return {"SSE_REDIS_URL": redis_server.url, "SSE_REDIS_PREFIX": new_prefix(), "SSE_REDIS_SUBSCRIBE": subscribe}
+        prefix = new_prefix()
+        ids_from_one(redis_server.url, prefix)  # the contract's ids are the in-process store's: from 1
+        return {"SSE_REDIS_URL": redis_server.url, "SSE_REDIS_PREFIX": prefix, "SSE_REDIS_SUBSCRIBE": subscribe}
 
     @pytest.fixture
     def own_redis(self, tmp_path) -> Iterator[RedisServer]:
@@ -492,7 +494,9 @@ class TestRedisBackend(BackendContract):
 
     def test_apps_with_different_prefixes_see_nothing_of_each_other(self, new_app, serve, client_for):
         app_a, sse_a = new_app()
-        app_b, sse_b = new_app(SSE_REDIS_PREFIX=new_prefix())
+        other = new_prefix()
+        ids_from_one(app_a.config["SSE_REDIS_URL"], other)
+        app_b, sse_b = new_app(SSE_REDIS_PREFIX=other)
         server_a, server_b = serve(app_a), serve(app_b)
         client_a = client_for(server_a.port)
         client_b = client_for(server_b.port)
@@ -533,6 +537,7 @@ class TestRedisBackend(BackendContract):
         assert [(m.id, m.data) for m in until_end(late_on_b, sse_a, "room")] == [(2, "from b"), (3, "again a")]
 
     def test_redis_keys_are_all_under_the_prefix(self, own_redis, make_app, serve, client_for, subscribe):
+        ids_from_one(own_redis.url, "myapp")
         app, sse = make_app(
             SSE_REDIS_URL=own_redis.url,
             SSE_REDIS_PREFIX="myapp",

@@ -121,7 +121,13 @@ def test_the_rq_job_of_tasks_rst_reaches_a_stream_through_redis(tmp_path, client
         )  # fmt: skip
         assert worker.returncode == 0, worker.stderr
         done = stream.next_event()
-        assert (done.event, json.loads(done.data), done.id) == ("job", {"job": 42, "state": "done"}, 1)
+        assert (done.event, json.loads(done.data)) == ("job", {"job": 42, "state": "done"})
+        # id=True: the id the Redis counter gave (it starts at Redis's clock, not at 1), and stored:
+        # a page opened later gets the event too, with that id.
+        with redis.client() as client:
+            assert done.id == int(client.get("{sse}:id")), (done.id, client.get("{sse}:id"))
+        later = client_for(server.port, "/stream?channel=job-42").next_event()
+        assert (later.event, later.data, later.id) == (done.event, done.data, done.id)
     finally:
         server.stop()
         redis.stop()

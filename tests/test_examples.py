@@ -351,8 +351,12 @@ def test_quickstart_factory_reads_the_redis_url_from_the_environment(tmp_path, s
     sender = "from app import create_app; app = create_app(); print(app.sse.send_new_event(data='via Redis', id=True))"
     done = subprocess.run([PYTHON, "-c", sender], cwd=tmp_path, env=dict(env, PATH="/usr/bin:/bin"),
                           capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert (done.returncode, done.stdout) == (0, "1\n"), done.stderr
-    assert (stream.next_event().data, stream.last_event_id) == ("via Redis", "1")
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"[1-9][0-9]*\n", done.stdout), done.stdout  # the id send_new_event returned
+    sent = int(done.stdout)
+    with redis_server.client() as client:
+        assert int(client.get("{factory}:id")) == sent  # given by the Redis counter (it starts at its clock)
+    assert (stream.next_event().data, stream.last_event_id) == ("via Redis", str(sent))
 
 
 def test_quickstart_announce_command_reaches_the_server_through_redis(tmp_path, servers, clients, redis_server):
@@ -367,7 +371,9 @@ def test_quickstart_announce_command_reaches_the_server_through_redis(tmp_path, 
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     announced = stream.next_event()
-    assert (announced.data, announced.id) == ("Back in five minutes", 1)
+    with redis_server.client() as client:
+        given = int(client.get("{announce}:id"))  # the one id the command's process got from Redis
+    assert (announced.data, announced.id) == ("Back in five minutes", given)
 
 
 def test_quickstart_view_sends_live_only(tmp_path, servers, clients) -> None:

@@ -405,10 +405,13 @@ def test_publishing_through_one_app_reaches_a_stream_of_another_on_the_same_redi
     streamer, other = make_app(SSE_REDIS_URL=redis_server.url)
     client = client_for(serve(streamer).port, "/stream?channel=news")
     answer = publish(serve(publisher).port, {"data": "via redis", "id": True, "channel": "news"})
-    assert answer.json() == {"id": 1}
+    sent = answer.json()["id"]
+    assert answer.json() == {"id": sent} and isinstance(sent, int), answer.json()
+    with redis_server.client() as redis_client:
+        assert int(redis_client.get("{sse}:id")) == sent  # given by the Redis counter (it starts at its clock)
     message = client.next_event()
-    assert (message.data, message.id) == ("via redis", 1)
-    assert other.history("news")[1].data == "via redis"
+    assert (message.data, message.id) == ("via redis", sent)
+    assert other.history("news")[sent].data == "via redis"
 
 
 def test_an_unreachable_store_is_503_with_retry_after(redis_server, make_app, serve) -> None:

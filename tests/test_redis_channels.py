@@ -44,8 +44,10 @@ def test_a_process_subscribes_to_the_channels_of_its_streams_only(redis_server, 
         assert channels_subscribed(redis_server) == {CONTROL, "{sse}:c:news", "{sse}:c:user-42"}
         both.close()
         wait_until(lambda: channels_subscribed(redis_server) == {CONTROL, "{sse}:c:news"}, 10, "user-42 released")
-        assert sse.send_new_event(data="still here", id=True, channel="news") == 1
-        assert news.next_event().data == "still here"
+        sent = sse.send_new_event(data="still here", id=True, channel="news")
+        assert isinstance(sent, int), sent
+        message = news.next_event()
+        assert (message.data, message.id) == ("still here", sent)
     finally:
         sse.close()
 

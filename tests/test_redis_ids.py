@@ -92,7 +92,7 @@ def test_ids_go_on_past_the_highest_seen_after_a_restore_from_an_older_snapshot(
     with redis_server.client() as client:
         client.save()  # the snapshot: ids 1-3
     before += send(sse, "old", 2)
-    assert [id for id, _ in before] == [1, 2, 3, 4, 5]
+    assert_ids_went_past([id for id, _ in before], 0)
     browser.read_until_data("old2")
 
     redis_server.stop()
@@ -173,3 +173,60 @@ def test_a_worker_that_started_before_any_id_was_given_and_saw_none_gives_no_old
     after = send(quiet, "new", 2)
 
     assert_ids_went_past([id for id, _ in after], before[-1][0] or 0)
+
+
+@pytest.mark.parametrize("loss", ["restarted empty", "restored from an older snapshot"])
+def test_a_worker_that_starts_after_redis_lost_data_gives_no_old_id(
+    redis_server, new_app, serve, browsers, loss: str
+) -> None:
+    # The worker that gave the ids is gone (or has not reconnected yet): the
+    # new one cannot learn them from it, and must not give them again.
+    old_app, old = new_app(redis_server)
+    before = send(old, "kept", 3)
+    if loss == "restored from an older snapshot":
+        with redis_server.client() as client:
+            client.save()  # the snapshot: the first 3 ids
+    before += send(old, "forgotten", 2)
+    old.close()
+
+    redis_server.stop()
+    redis_server.start()
+    new_app_, new = new_app(redis_server)  # a worker gunicorn starts meanwhile
+    after = send(new, "new", 2)
+
+    assert_ids_went_past([id for id, _ in after], before[-1][0] or 0)
+    # A browser that had the old last id: told it missed something, then the store, each event once.
+    browser = browsers(serve(new_app_).port, last_event_id=str(before[-1][0]))
+    end = send(new, END, 1)
+    items = browser.read_until_data(f"{END}1")
+    assert items[0] == RESET, items
+    kept = before[:3] if loss == "restored from an older snapshot" else []
+    assert_each_once_in_order(items, [*kept, *after, *end])
+
+
+def test_a_worker_that_saw_ids_a_restore_forgot_reports_them_when_it_reconnects(
+    redis_server, new_app, serve, browsers
+) -> None:
+    old_app, old = new_app(redis_server)
+    port = serve(old_app).port
+    watching = browsers(port, "/stream")
+    before = send(old, "kept", 3)
+    with redis_server.client() as client:
+        client.save()
+    before += send(old, "forgotten", 2)
+    watching.read_until_data("forgotten2")
+
+    redis_server.stop()
+    redis_server.start()  # from the snapshot: ids 4 and 5 are forgotten
+    new_app_, new = new_app(redis_server)
+    after = send(new, "new", 1)
+    assert_ids_went_past([id for id, _ in after], before[-1][0] or 0)
+
+    # Once the old worker is back (its open stream gets the next event), a browser that stopped at id 3
+    # missed ids 4 and 5, which no store holds any more: it gets the reset event.
+    end = send(new, END, 1)
+    watching.read_until_data(f"{END}1")
+    browser = browsers(port, last_event_id=str(before[2][0]))
+    items = browser.read_until_data(f"{END}1")
+    assert items[0] == RESET, items
+    assert_each_once_in_order(items, [*before[:3], *after, *end])

@@ -9,7 +9,7 @@ import pytest
 
 from flask_sse_stream.backends import redis_listener
 from tests.support.redis_proxy import RedisProxy
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, ids_from_one
 from tests.support.streams import until_end
 from tests.support.waiting import wait_until
 
@@ -17,6 +17,7 @@ from tests.support.waiting import wait_until
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
+    ids_from_one(server.url)  # these tests follow ids one by one: small ones read best
     yield server
     server.stop()
 

@@ -154,7 +154,9 @@ def test_publish_and_stats_answer_503_without_the_password(make_app, serve, secu
 
 def test_send_new_event_raises_without_the_password(make_app, secured, closing) -> None:
     _, sse = secured_app(make_app, secured, closing)
-    assert sse.send_new_event(data="works with the password", id=True) == 1
+    sent = sse.send_new_event(data="works with the password", id=True)
+    assert isinstance(sent, int), sent
+    assert sse.messages[sent].data == "works with the password"  # stored in Redis, under the id it returned
     secured.server.stop()
     with pytest.raises(ConnectionError) as raised:
         sse.send_new_event(data="lost", id=True)

@@ -68,8 +68,9 @@ def test_it_works_with_the_redis_backend(tmp_path, make_app) -> None:
     try:
         app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_URL_PREFIX="/events/")
         with open_stream(app.test_client(), "room") as stream:
-            assert sse.send_new_event(data="through Redis", channel="room", id=True) == 1
-            assert stream.next_event() == ReceivedEvent("through Redis", id=1)
+            sent = sse.send_new_event(data="through Redis", channel="room", id=True)
+            assert isinstance(sent, int), sent
+            assert stream.next_event() == ReceivedEvent("through Redis", id=sent)
         sse.close()
     finally:
         redis_server.stop()

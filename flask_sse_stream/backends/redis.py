@@ -7,9 +7,7 @@ connection however many streams and channels it serves (see
 of the app on one pub/sub channel (``SSE_REDIS_SUBSCRIBE``). The keys are
 described in :mod:`.redis_scripts`.
 
-Every process remembers the highest id it has seen, and each send carries
-it: if Redis comes back with a counter below it, the counter is moved past
-every id given before (see :mod:`.redis_scripts`) before an id is given.
+The counter never goes back, whatever Redis forgets (see :mod:`.redis_counter`).
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from ..single_flight import SingleFlight
 from . import redis_scripts
 from .redis_channels import ChannelSubscriptions
 from .redis_connection import RedisConnections
+from .redis_counter import Counter
 from .redis_counts import Counts
 from .redis_endings import Endings
 from .redis_frames import Frames
@@ -42,8 +41,6 @@ class RedisBackend:
     def __init__(self, settings: Settings, fanout: Fanout) -> None:
         if settings.redis_url is None:
             raise ValueError("the Redis backend needs SSE_REDIS_URL")
-        self.connections = RedisConnections(settings.redis_url, cluster=settings.redis_cluster)
-        self.url = self.connections.url
         self.fanout = fanout
         self.max_history = settings.max_history
         self._prefix = settings.redis_prefix
@@ -63,24 +60,25 @@ class RedisBackend:
             self.control_key = self.key("control")
         else:
             self.control_key = self.key("events")
+        #: The app's id counter, as this process knows it (see redis_counter).
+        self.counter = Counter(self.key, self.control_key, self.publish_command)
+        self.connections = RedisConnections(
+            settings.redis_url, cluster=settings.redis_cluster, on_connect=self.counter.check_connection
+        )
+        self.url = self.connections.url
         self.endings = Endings(self.connections, self.key, fanout, self.control_key, self.publish_command)
         self.counts = Counts(self.connections, self.key, fanout, settings.count_interval)
         #: Replayed events decoded once per process, shared by the streams of a channel.
         self.frames = Frames()
         client = self.connections.client
         self._send = client.register_script(redis_scripts.SEND)
-        self._move_past = client.register_script(redis_scripts.MOVE_PAST)
+        self.counter.bind(client, self.call)
         self._read = client.register_script(redis_scripts.READ)
-        #: The highest id this process has seen: given, received or read; and
-        #: the epoch of the counter it knows (see redis_scripts).
-        self.seen = 0
-        self.epoch = ""
-        self._primed = False
         self._lock = allocate_lock()
         self._listener: Listener | None = None
         self._flights: SingleFlight[tuple[str, ...], tuple[StoreFacts, Seqs]] = SingleFlight()
         try:
-            self.prime()
+            self.counter.prime()
         except ConnectionError:
             pass  # Redis is not there yet: before the first send, then
 
@@ -88,18 +86,18 @@ class RedisBackend:
 
     def send(self, channel: str, event: Event, *, with_id: bool) -> Event:
         self.keep_listening()
-        if not self._primed:
-            self.prime("send the event")
+        counter = self.counter
+        if not counter.primed:
+            counter.prime("send the event")
         meta = json.dumps([event.event, event.retry, event.text, event.data is not event.text]) if with_id else ""
         keys = [self.key("id"), self.key("store", channel), self.key("marks", channel), self.pubsub_name(channel)]
-        keys += [self.key("lost"), self.key("clock"), self.control_key, self.key("epoch")]
+        keys += [self.key("lost"), self.key("clock"), self.control_key, self.key("epoch"), self.key("restart")]
         args: list[bytes | str | int] = [channel, event.frame, int(with_id), self.max_history, self._ttl_ms, meta]
-        args += [self.seen, self._tombstone_ms, self.publish_command, self.epoch]
+        args += [counter.seen, self._tombstone_ms, self.publish_command, counter.epoch]
         id, epoch = self.call("send the event", lambda: self._send(keys=keys, args=args))
         if not with_id:
             return event
-        self.epoch = epoch.decode()
-        self.saw(int(id))
+        counter.learn(epoch, id)
         return event.with_id(int(id))
 
     # -- reading ------------------------------------------------------------
@@ -140,11 +138,11 @@ class RedisBackend:
         ``marker``, if given, is published with it, on the control channel, to
         place the read among the messages of the subscription.
         """
-        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key]
+        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key, self.key("restart")]
         for channel in channels:
             keys += [self.key("store", channel), self.key("marks", channel)]
         args: list[str | int] = [self._ttl_ms, self._tombstone_ms, marker, self.publish_command]
-        last_id, lost, forgotten, now_ms, *per_channel = self.call(
+        last_id, lost, forgotten, now_ms, restart, *per_channel = self.call(
             "read the store", lambda: self._read(keys=keys, args=args)
         )
         stored: list[list[Event]] = []
@@ -163,8 +161,10 @@ class RedisBackend:
                 gone.append(left)
             else:
                 gone.append(None)
-        self.saw(int(last_id))
-        return StoreFacts(int(last_id), tuple(stored), tuple(gone), int(lost), int(forgotten)), seqs
+        self.counter.saw(int(last_id))
+        forgotten_range = (int(restart[0] or 0), int(restart[1] or 0))
+        facts = StoreFacts(int(last_id), tuple(stored), tuple(gone), int(lost), int(forgotten), forgotten_range)
+        return facts, seqs
 
     def _unexpired(self, channel: str, entries: list[bytes], now_ms: int) -> tuple[list[Event], int, dict[int, int]]:
         """The entries not expired yet, as events with only an id and a frame; the highest expired id; seqs."""
@@ -179,11 +179,11 @@ class RedisBackend:
         return self.frames.events(channel, kept, keep=self.fanout.serves(channel)), expired, seqs
 
     def stored(self, channel: str) -> list[Event]:
-        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key]
+        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key, self.key("restart")]
         keys += [self.key("store", channel), self.key("marks", channel)]
         args: list[str | int] = [self._ttl_ms, 0, "", self.publish_command]
         reply = self.call("read the store", lambda: self._read(keys=keys, args=args))
-        now_ms, entries = int(reply[3]), reply[4]
+        now_ms, entries = int(reply[3]), reply[5]
         events = []
         for entry in entries:
             id, ms, _, meta, frame = split_entry(entry)
@@ -226,27 +226,6 @@ class RedisBackend:
         return None
 
     # -- the process's view ----------------------------------------------------
-
-    def prime(self, action: str = "read the id counter") -> None:
-        """Learn the id counter and its epoch once: if Redis loses them later, this process can tell.
-
-        Done as the app starts (if Redis answers then) and else before the first send.
-        """
-        self.move_past(self.seen, action)
-        self._primed = True
-
-    def saw(self, id: int) -> None:
-        if id > self.seen:
-            self.seen = id
-
-    def move_past(self, floor: int, action: str = "repair the id counter") -> int:
-        """Move the counter past ``floor`` (or every id, if Redis lost its epoch); the ids that may be lost."""
-        keys = [self.key("id"), self.control_key, self.key("lost"), self.key("epoch")]
-        args: list[str | int] = [floor, self.publish_command, self.epoch]
-        lost, epoch, last_id = self.call(action, lambda: self._move_past(keys=keys, args=args))
-        self.epoch = epoch.decode()
-        self.saw(int(last_id))
-        return int(lost)
 
     def listener(self) -> Listener:
         """This process's subscription, started (or started again) if it is not running."""

@@ -46,7 +46,7 @@ CONNECTION_ERRORS = (redis.RedisError, RedisClusterException, OSError, ValueErro
 class RedisConnections:
     """The connections of one app in this process: to one Redis server, or to a Redis Cluster."""
 
-    def __init__(self, url: str, cluster: bool = False) -> None:
+    def __init__(self, url: str, cluster: bool = False, on_connect: Callable[[Any], None] | None = None) -> None:
         #: The URL without its password, for messages and logs.
         self.url = redact_url(url)
         self.cluster = cluster
@@ -56,6 +56,10 @@ class RedisConnections:
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "retry": Retry(NoBackoff(), 0),
         }
+        if on_connect is not None:
+            # Run on every new connection, after redis-py's own set-up (AUTH,
+            # SELECT), before any command of ours is sent on it.
+            options["redis_connect_func"] = on_connect if cluster else _after_set_up(on_connect)
         self.client: Any
         if cluster:
             # redis-py's cluster client: it finds the node of each key's slot
@@ -95,3 +99,13 @@ class RedisConnections:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _after_set_up(on_connect: Callable[[Any], None]) -> Callable[[Any], None]:
+    """A ``redis_connect_func`` that does redis-py's set-up first (the cluster client does it itself)."""
+
+    def connected(connection: Any) -> None:
+        connection.on_connect()
+        on_connect(connection)
+
+    return connected

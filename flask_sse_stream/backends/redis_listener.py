@@ -90,7 +90,9 @@ class Listener(Runner):
         marker = os.urandom(8).hex()
         facts, seqs = backend.read(channels, marker)
         backend.endings.catch_up()
-        lost = backend.move_past(backend.seen)  # if Redis lost data, the counter goes past what was given
+        lost = backend.counter.move_past(
+            backend.counter.seen
+        )  # if Redis lost data, the counter goes past what was given
         first = not self._recovered
         ended = not first and self._cannot_catch_up(facts, lost)
         caught_up: dict[str, set[int]] = {}
@@ -98,7 +100,7 @@ class Listener(Runner):
             url = backend.connections.url
             log.warning("Redis at %s lost data: open streams end and resume from their last id", url)
             self._fanout.end_all_streams()
-            self.delivered = max(self.delivered, backend.seen)
+            self.delivered = max(self.delivered, backend.counter.seen)
         elif not first:
             stored = dict(zip(channels, seqs.stored, strict=True))
             for channel, event in missed(self.delivered, facts, channels):
@@ -153,10 +155,10 @@ class Listener(Runner):
                 # An id given again: the counter went back under a process that
                 # had not seen ours. Move it past; the control message that
                 # reports it ends the streams that may have missed something.
-                self._backend.move_past(max(self.delivered, self._backend.seen))
+                self._backend.counter.move_past(max(self.delivered, self._backend.counter.seen))
                 return
             self.delivered = number
-            self._backend.saw(number)
+            self._backend.counter.saw(number)
             if self._fanout.serves(name):  # most messages, with per-user channels, are for other processes
                 self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
 
@@ -185,5 +187,5 @@ class Listener(Runner):
 
     def _deliver(self, channel: str, event: Event) -> None:
         self.delivered = event.id  # type: ignore[assignment]
-        self._backend.saw(event.id)  # type: ignore[arg-type]
+        self._backend.counter.saw(event.id)  # type: ignore[arg-type]
         self._fanout.deliver(channel, event)

@@ -21,6 +21,7 @@ from ..fanout import Fanout
 from ..replay import StoreFacts
 from .redis_channels import ChannelSubscriptions
 from .redis_connection import COMMAND_TIMEOUT, CONNECT_TIMEOUT, CONNECTION_ERRORS, RedisConnections
+from .redis_counter import Counter
 from .redis_endings import Endings
 from .redis_recovery import Seqs
 from .redis_subscription import Subscription
@@ -40,16 +41,12 @@ class Subscriber(Protocol):
     control_key: str
     subscribe_command: str
     max_history: int
-    seen: int
+    counter: Counter
     #: Per-channel subscriptions, or None when the process subscribes to the whole app.
     channels: ChannelSubscriptions | None
     endings: Endings
 
     def read(self, channels: Sequence[str], marker: str = "") -> tuple[StoreFacts, Seqs]: ...
-
-    def move_past(self, floor: int, action: str = ...) -> int: ...
-
-    def saw(self, id: int) -> None: ...
 
 
 class Runner:

@@ -15,9 +15,15 @@ Cluster every key of an app is in one hash slot (the scripts touch several):
   the tombstones' lifetime: ids sent before a tombstone could expire;
 - ``{sse}:lost``: ids up to this one may have been lost or given twice, after
   Redis lost data;
-- ``{sse}:epoch``: a token made when the counter is first used: a process
-  that knew one and finds none knows Redis lost everything, even if it saw
-  none of the ids given since it started.
+- ``{sse}:epoch``: a token, made anew when the counter is made or jumps
+  after a restart: a process that knew another one has the counter's story
+  to catch up with;
+- ``{sse}:run``: the ``run_id`` of the Redis server that last checked the
+  counter: another one means Redis restarted (or failed over) since, maybe
+  with less than it had;
+- ``{sse}:restart``: the last such restart: ``epoch``, and ``from`` and
+  ``to``, the counter it came back with and where it jumped to: ids above
+  the one and below the other were given by the Redis before, which it forgot.
 
 Pub/sub channels (not keys): ``{sse}:events`` carries every event when each
 process subscribes to the whole app; ``{sse}:c:<channel>`` carries one
@@ -42,65 +48,23 @@ live-only event). A control message has an empty channel:
 
 from __future__ import annotations
 
-# When the counter is below the highest id some process has seen (Redis
-# restored from an older snapshot, restarted empty, the id key deleted or
-# evicted), move it past every id given before: to the Redis clock in
-# microseconds, or past `floor` if that is higher. Another process may have
-# seen ids a little above `floor` that this one has not received yet; none is
-# anywhere near the clock (which would take a million events a second since
-# 1970). Ids up to there may have been lost with the data: that is recorded,
-# and every process learns it from the control message, in order with the
-# events. `publish` is PUBLISH, or SPUBLISH on a cluster.
-_MOVE_PAST = """
-local function move_past(id_key, control_key, lost_key, floor, publish)
-  local t = redis.call('TIME')
-  local base = math.max(floor, t[1] * 1000000 + t[2])
-  local lost = math.max(base, tonumber(redis.call('GET', lost_key) or '0'))
-  redis.call('SET', lost_key, string.format('%.0f', lost))
-  redis.call('SET', id_key, string.format('%.0f', base))
-  redis.call(publish, control_key, '\\nlost\\n' .. string.format('%.0f', lost))
-  return string.format('%.0f', lost)
-end
+from .redis_counter import COUNTER
 
--- The floor to check the counter against: past every id given before, if
--- Redis lost the epoch this process knew.
-local function floor_of(epoch, known, floor)
-  if not epoch and known ~= '' then
-    local t = redis.call('TIME')
-    return math.max(floor, t[1] * 1000000 + t[2])
-  end
-  return floor
-end
-
-local function new_epoch(epoch_key)
-  local t = redis.call('TIME')
-  local epoch = t[1] .. '.' .. t[2]
-  redis.call('SET', epoch_key, epoch)
-  return epoch
-end
-"""
-
-#: KEYS: id, store, marks, pub/sub channel of the event, lost, clock, control, epoch.
+#: KEYS: id, store, marks, pub/sub channel of the event, lost, clock, control, epoch, restart.
 #: ARGV: channel, frame, with_id, max_history, ttl_ms, meta, floor, tombstone_ms, publish command,
 #: the epoch this process knows. Returns {id, epoch}.
 SEND = (
-    _MOVE_PAST
+    COUNTER
     + """
-local channel, frame, id = ARGV[1], ARGV[2], ''
+local K = {id = KEYS[1], lost = KEYS[5], control = KEYS[7], epoch = KEYS[8], restart = KEYS[9]}
+local channel, frame, id, epoch = ARGV[1], ARGV[2], '', ''
 local max, ttl, tomb = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[8])
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
-local epoch = redis.call('GET', KEYS[8])
 if ARGV[3] == '1' then
-  local floor = floor_of(epoch, ARGV[10], tonumber(ARGV[7]))
-  if not epoch then epoch = new_epoch(KEYS[8]) end
-  local current = tonumber(redis.call('GET', KEYS[1]) or '0')
   local here = tonumber(redis.call('HGET', KEYS[3], 'last') or '0')
-  if here > floor then floor = here end
-  if current < floor then
-    move_past(KEYS[1], KEYS[7], KEYS[5], floor, ARGV[9])
-    current = tonumber(redis.call('GET', KEYS[1]))
-  end
-  id = string.format('%.0f', current + 1)
+  local current
+  current, epoch = safe_counter(K, math.max(tonumber(ARGV[7]), here), ARGV[10], ARGV[9])
+  id = fmt(current + 1)
   redis.call('SET', KEYS[1], id)
   if max > 0 then
     local t = redis.call('TIME')
@@ -141,31 +105,16 @@ else
   redis.call('PERSIST', KEYS[3])  -- it lives with the store
 end
 redis.call(ARGV[9], KEYS[4], channel .. '\\n' .. id .. '\\n' .. seq .. '\\n' .. frame)
-return {id, epoch or ''}
-"""
-)
-
-#: KEYS: id, control, lost, epoch. ARGV: floor, publish command, the epoch this process knows.
-#: Returns {lost, epoch, last id}.
-MOVE_PAST = (
-    _MOVE_PAST
-    + """
-local epoch = redis.call('GET', KEYS[4])
-local floor = floor_of(epoch, ARGV[3], tonumber(ARGV[1]))
-if not epoch then epoch = new_epoch(KEYS[4]) end
-local lost = redis.call('GET', KEYS[3]) or '0'
-if tonumber(redis.call('GET', KEYS[1]) or '0') < floor then
-  lost = move_past(KEYS[1], KEYS[2], KEYS[3], floor, ARGV[2])
-end
-return {lost, epoch, redis.call('GET', KEYS[1]) or '0'}
+return {id, epoch}
 """
 )
 
 #: One consistent read for streams that open, and for a subscription that comes back.
-#: KEYS: id, lost, clock, control, then per channel: store, marks.
+#: KEYS: id, lost, clock, control, restart, then per channel: store, marks.
 #: ARGV: ttl_ms, tombstone_ms, marker (published when not empty, to place this read among the
 #: messages), publish command.
-#: Returns: last id, lost, forgotten below, now in ms, then per channel: entries, {gone, last, seq}.
+#: Returns: last id, lost, forgotten below, now in ms, {from, to} of the last restart, then per
+#: channel: entries, {gone, last, seq}.
 READ = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -177,8 +126,8 @@ if ttl > 0 then
   if #first > 0 then forgotten = tonumber(first[1]) else forgotten = last_id end
 end
 local last, lost = redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0'
-local result = {last, lost, string.format('%.0f', forgotten), now}
-for i = 5, #KEYS, 2 do
+local result = {last, lost, string.format('%.0f', forgotten), now, redis.call('HMGET', KEYS[5], 'from', 'to')}
+for i = 6, #KEYS, 2 do
   result[#result + 1] = redis.call('LRANGE', KEYS[i], 0, -1)
   result[#result + 1] = redis.call('HMGET', KEYS[i + 1], 'gone', 'last', 'seq')
 end

@@ -76,3 +76,17 @@ class RedisServer:
 
     def client(self) -> redis.Redis:
         return redis.Redis(port=self.port)
+
+
+def ids_from_one(url: str, prefix: str = "sse") -> None:
+    """Start the ids of the app on ``prefix`` at 1, for tests that read best with small ids.
+
+    A counter Redis makes starts at its clock in microseconds (so that no id
+    is ever given twice, whatever Redis forgot: see tests/test_redis_ids.py);
+    this one is made at 0 beforehand, and marked as checked by this Redis run,
+    so that it is taken as it is.
+    """
+    with redis.Redis.from_url(url) as client:
+        run = client.info("server")["run_id"]
+        client.set(f"{{{prefix}}}:id", 0, nx=True)
+        client.set(f"{{{prefix}}}:run", run)
