@@ -146,3 +146,35 @@ def test_streams_that_missed_nothing_while_the_subscription_was_down_stay_open(
         sse.close()
         elsewhere.close()
         proxy.close()
+
+
+def test_a_stream_that_opens_while_the_subscription_is_down_hides_no_gap_of_the_streams_before_it(
+    redis_server, make_app, serve, client_for
+) -> None:
+    # SSE_MAX_HISTORY = 0: nothing to catch up from. A stream opened before the
+    # loss missed what was sent while the subscription was down, whatever the
+    # streams that open meanwhile read: it must end, so its client resumes.
+    proxy = RedisProxy(redis_server.port)
+    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2, SSE_MAX_HISTORY=0)
+    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=0)
+    try:
+        port = serve(app).port
+        before = client_for(port)
+        elsewhere.send_new_event(data="before", id=True)
+        assert before.next_event().data == "before"
+
+        proxy.hold_before(b"SUBSCRIBE")
+        with redis_server.client() as direct:
+            direct.client_kill_filter(_type="pubsub")
+        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
+        elsewhere.send_new_event(data="while nobody listened", id=True)
+        meanwhile = client_for(port)  # reads the channel's sequence after that event
+        assert meanwhile.status == 200
+        proxy.release()
+
+        before.wait_closed(10)  # it missed an event: it ends, and its client resumes
+    finally:
+        proxy.release()
+        sse.close()
+        elsewhere.close()
+        proxy.close()

@@ -61,10 +61,15 @@ class Listener(Runner):
         return self.running() and self._recovered and not self._lost_logged and not self._stopping
 
     def note_seqs(self, channels: Sequence[str], seqs: Sequence[int]) -> None:
-        """A stream read the store of ``channels`` (subscribed already): their seqs then."""
+        """A stream read the store of ``channels`` (subscribed already): their seqs then, for channels new here.
+
+        A channel already held keeps the last seq the subscription received:
+        the streams open on it have that, not what a newer stream read (the
+        subscription may be down, or messages still on their way), and a gap
+        after it must still be noticed for them.
+        """
         for channel, seq in zip(channels, seqs, strict=True):
-            if seq > self._seq.get(channel, -1):
-                self._seq[channel] = seq
+            self._seq.setdefault(channel, seq)
 
     def forget(self, channels: Sequence[str]) -> None:
         """No stream here serves ``channels`` any more."""
