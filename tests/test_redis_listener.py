@@ -178,3 +178,34 @@ def test_a_stream_that_opens_while_the_subscription_is_down_hides_no_gap_of_the_
         sse.close()
         elsewhere.close()
         proxy.close()
+
+
+def test_a_subscription_that_receives_nothing_after_subscribing_is_made_again(
+    redis_server, make_app, serve, client_for
+) -> None:
+    # Up and confirmed, yet nothing more arrives, not even the marker of its
+    # own catch-up: on a Redis Cluster, a subscription made on a node that has
+    # just become a replica does that. It must not stay so for good.
+    proxy = RedisProxy(redis_server.port)
+    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2)
+    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
+    try:
+        client = client_for(serve(app).port)
+        elsewhere.send_new_event(data="before", id=True)
+        assert client.next_event().data == "before"
+
+        proxy.hold_replies_after(b"subscribe")
+        with redis_server.client() as direct:
+            direct.client_kill_filter(_type="pubsub")
+        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
+        wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the catch-up after subscribing again")
+        elsewhere.send_new_event(data="after", id=True)  # only the subscription can bring it now
+
+        # Subscribed again on a connection that works, it catches the stream up (or ends it).
+        got = [message.data for message in client.events(1, timeout=20)]
+        assert got == ["after"], got
+    finally:
+        proxy.release()
+        sse.close()
+        elsewhere.close()
+        proxy.close()

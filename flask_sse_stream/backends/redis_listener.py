@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from ..event import Event, frame_with_id
 from ..replay import StoreFacts, missed, plan
+from .redis_connection import COMMAND_TIMEOUT
 from .redis_recovery import Window
 from .redis_runner import Runner, Subscriber
 
@@ -41,6 +43,9 @@ log = logging.getLogger("flask_sse_stream.redis")
 _MESSAGE = (b"message", b"smessage")
 _SUBSCRIBED = (b"subscribe", b"ssubscribe")
 _UNSUBSCRIBED = (b"unsubscribe", b"sunsubscribe")
+
+#: Seconds the catch-up's marker may take to come back through the subscription.
+MARKER_WAIT = COMMAND_TIMEOUT
 
 
 class Listener(Runner):
@@ -123,10 +128,25 @@ class Listener(Runner):
         self._window = Window(
             marker.encode(), facts.last_id, covered, backend.max_history > 0,
             before=dict(self._seq) if check else {}, caught_up=caught_up,
-            at_read=dict(zip(channels, seqs.now, strict=True)),
+            at_read=dict(zip(channels, seqs.now, strict=True)), due=time.monotonic() + MARKER_WAIT,
         )  # fmt: skip
         self._recovered, self._lost_logged = True, False
         self._handled_lost = max(self._handled_lost, lost)
+
+    def _read_timeout(self) -> float | None:
+        window = self._window
+        return None if window is None else max(window.due - time.monotonic(), 0.01)
+
+    def _nothing_came(self) -> None:
+        """While the catch-up's marker is due: a subscription that does not receive it receives nothing.
+
+        On a Redis Cluster, a subscription made on a node that has just become
+        a replica is confirmed and then never gets a message; made again, it
+        finds the slot's new master.
+        """
+        window = self._window
+        if window is not None and time.monotonic() >= window.due:
+            raise ConnectionError(f"the subscription received nothing for {MARKER_WAIT} s, not even its own marker")
 
     def _cannot_catch_up(self, facts: StoreFacts, lost: int) -> bool:
         """Whether the open streams, which have every event up to ``delivered``, cannot be caught up exactly."""

@@ -44,6 +44,8 @@ class Window:
     caught_up: dict[str, set[int]] = field(default_factory=dict)
     #: Per channel: the first seq that came before the marker.
     first: dict[str, int] = field(default_factory=dict)
+    #: When the marker should have come back (time.monotonic()).
+    due: float = float("inf")
 
     def in_read(self, channel: str, id: int, seq: int) -> bool:
         """Whether a message that came before the marker is in the read (so the streams have it already)."""

@@ -138,7 +138,10 @@ class Runner:
                 failures = 0
                 self._on_replies(early)
                 while not self._stopping:
-                    self._on_replies(subscription.read())
+                    replies = subscription.read(self._read_timeout())
+                    if not replies:
+                        self._nothing_came()
+                    self._on_replies(replies)
             except gevent.GreenletExit:
                 raise  # killed: the next stream or send starts a new runner
             except BaseException as error:  # noqa: BLE001 - whatever it was, subscribe again
@@ -199,6 +202,14 @@ class Runner:
         self._lost_logged = True  # one line per loss, not one per attempt
 
     def _recover(self, held: list[str]) -> None:
+        raise NotImplementedError
+
+    def _read_timeout(self) -> float | None:
+        """How long the next read may wait for something (None: for good)."""
+        raise NotImplementedError
+
+    def _nothing_came(self) -> None:
+        """A read waited its time and nothing came: raises if something should have."""
         raise NotImplementedError
 
     def _on_replies(self, replies: list[Any]) -> None:

@@ -66,6 +66,7 @@ class RedisProxy:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._armed: bytes | None = None
         self._before = False
+        self._reply_armed: bytes | None = None
         self._lock = threading.Lock()
         self.holding = threading.Event()
         self._released = threading.Event()
@@ -83,6 +84,14 @@ class RedisProxy:
         """As :meth:`hold_after`, but the command with ``argument`` itself is held too."""
         with self._lock:
             self._armed, self._before = argument, True
+            self._released.clear()
+            self.holding.clear()
+
+    def hold_replies_after(self, text: bytes) -> None:
+        """Arm it: the next reply to a client with ``text`` in it goes through; what Redis sends that client after
+        it is held back until ``release()``: a connection that stays up but receives nothing more."""
+        with self._lock:
+            self._reply_armed = text
             self._released.clear()
             self.holding.clear()
 
@@ -112,6 +121,13 @@ class RedisProxy:
         try:
             while data := source.recv(65536):
                 target.sendall(data)
+                with self._lock:
+                    hold = self._reply_armed is not None and self._reply_armed in data
+                    if hold:
+                        self._reply_armed = None
+                        self.holding.set()
+                if hold:
+                    self._released.wait()
         except OSError:
             pass
         finally:
