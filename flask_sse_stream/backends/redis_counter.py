@@ -57,7 +57,8 @@ end
 
 -- The counter, moved past every id given before if it is not, and the epoch.
 local function safe_counter(K, floor, known, publish)
-  local epoch = redis.call('GET', K.epoch)
+  local both = redis.call('MGET', K.epoch, K.id)
+  local epoch, current = both[1], both[2]
   if known ~= '' and epoch and epoch ~= known then
     -- The counter changed hands since this process last looked: if a restart
     -- came back without ids this process saw, they are lost.
@@ -67,7 +68,6 @@ local function safe_counter(K, floor, known, publish)
     end
   end
   if not epoch then epoch = new_epoch(K) end
-  local current = redis.call('GET', K.id)
   if not current then floor = math.max(floor, clock_us()) end
   current = tonumber(current or '0')
   if current < floor then

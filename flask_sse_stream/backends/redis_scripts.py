@@ -58,6 +58,7 @@ SEND = (
     + """
 local K = {id = KEYS[1], lost = KEYS[5], control = KEYS[7], epoch = KEYS[8], restart = KEYS[9]}
 local channel, frame, id, epoch = ARGV[1], ARGV[2], '', ''
+local stored, new_store = false, false
 local max, ttl, tomb = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[8])
 local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
 if ARGV[3] == '1' then
@@ -70,11 +71,17 @@ if ARGV[3] == '1' then
     local t = redis.call('TIME')
     local now = t[1] * 1000 + math.floor(t[2] / 1000)
     local gone = nil
-    if here > 0 and redis.call('EXISTS', KEYS[2]) == 0 then gone = here end
-    redis.call('RPUSH', KEYS[2], id .. ' ' .. now .. ' ' .. #ARGV[6] .. ' ' .. seq .. '\\n' .. ARGV[6] .. frame)
-    redis.call('HSET', KEYS[3], 'last', id)
-    local excess = redis.call('LLEN', KEYS[2]) - max
-    if excess > 0 then
+    local entry = id .. ' ' .. now .. ' ' .. #ARGV[6] .. ' ' .. seq .. '\\n' .. ARGV[6] .. frame
+    local size = redis.call('RPUSH', KEYS[2], entry)
+    stored = true
+    if size == 1 then
+      new_store = true
+      if here > 0 then gone = here end  -- the store had expired: its last id left it
+    end
+    local excess = size - max
+    if excess == 1 then
+      gone = string.match(redis.call('LPOP', KEYS[2]), '^(%d+) ')
+    elseif excess > 1 then
       gone = string.match(redis.call('LINDEX', KEYS[2], excess - 1), '^(%d+) ')
       redis.call('LTRIM', KEYS[2], excess, -1)
     end
@@ -94,15 +101,19 @@ if ARGV[3] == '1' then
       end
       redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - ttl - tomb))
     end
-    if gone then redis.call('HSET', KEYS[3], 'gone', gone) end
+    if gone then
+      redis.call('HSET', KEYS[3], 'last', id, 'gone', gone)
+    else
+      redis.call('HSET', KEYS[3], 'last', id)
+    end
   end
 end
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[3], ttl + tomb)
+elseif stored then
+  if new_store then redis.call('PERSIST', KEYS[3]) end  -- it lives with the store
 elseif redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('PEXPIRE', KEYS[3], tomb)  -- no store: the sequence outlives the channel's last event a while
-else
-  redis.call('PERSIST', KEYS[3])  -- it lives with the store
 end
 redis.call(ARGV[9], KEYS[4], channel .. '\\n' .. id .. '\\n' .. seq .. '\\n' .. frame)
 return {id, epoch}
