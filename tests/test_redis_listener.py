@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from flask import Flask
 
+from flask_sse_stream import SSE
 from flask_sse_stream.backends import redis_listener
 from tests.support.redis_proxy import RedisProxy
 from tests.support.redis_server import RedisServer, ids_from_one
@@ -57,155 +60,134 @@ def test_a_listener_killed_by_a_base_exception_is_started_again(
         sse.close()
 
 
-def test_the_catch_up_after_a_lost_subscription_reads_every_store_at_one_moment(
-    redis_server, make_app, serve, client_for
-) -> None:
-    proxy = RedisProxy(redis_server.port)
-    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2)
-    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)  # another worker, sending
-    try:
-        client = client_for(serve(app).port, "/stream?channel=a&channel=b")
-        assert [sse.send_new_event(data=c, id=True, channel=c) for c in "ab"] == [1, 2]
-        assert [m.id for m in client.events(2)] == [1, 2]
+@pytest.fixture
+def proxied(redis_server: RedisServer, make_app) -> Iterator[Callable[..., tuple[RedisProxy, Flask, SSE, SSE]]]:
+    """``proxied(**config)``: a proxy, an app whose Redis connections go through it, and another app (another
+    worker, sending) straight on Redis; all closed after the test (ask for it after ``serve`` and ``client_for``,
+    so that it is closed before them)."""
+    made: list[tuple[RedisProxy, SSE, SSE, Flask]] = []
 
-        # The subscription is lost; the catch-up reads store a, and then,
-        # before it reads anything more, events go to both channels.
-        proxy.hold_after(b"{sse}:store:a")
-        with redis_server.client() as direct:
-            direct.client_kill_filter(_type="pubsub")
-        assert proxy.holding.wait(10), "no catch-up after the subscription was lost"
-        sent = [elsewhere.send_new_event(data=f"while catching up {c}", id=True, channel=c) for c in "ab"]
-        proxy.release()
+    def make(**config: Any) -> tuple[RedisProxy, Flask, SSE, SSE]:
+        proxy = RedisProxy(redis_server.port)
+        app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2, **config)
+        other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url, **config)
+        made.append((proxy, sse, elsewhere, other_app))  # an SSE lives as long as its app
+        return proxy, app, sse, elsewhere
 
-        assert sent == [3, 4]
-        got = [(m.id, m.data) for m in until_end(client, sse, "a")]
-        assert got == [(3, "while catching up a"), (4, "while catching up b")]
-    finally:
+    yield make
+    for proxy, sse, elsewhere, _ in made:
         proxy.release()
         sse.close()
         elsewhere.close()
         proxy.close()
+
+
+def kill_the_subscription(redis_server: RedisServer, proxy: RedisProxy) -> None:
+    """Cut the app's subscription; return once its new one reached the proxy's armed point."""
+    with redis_server.client() as direct:
+        direct.client_kill_filter(_type="pubsub")
+    assert proxy.holding.wait(10), "no new subscription after the old one was killed"
+
+
+def test_the_catch_up_after_a_lost_subscription_reads_every_store_at_one_moment(
+    redis_server, serve, client_for, proxied
+) -> None:
+    proxy, app, sse, elsewhere = proxied()
+    client = client_for(serve(app).port, "/stream?channel=a&channel=b")
+    assert [sse.send_new_event(data=c, id=True, channel=c) for c in "ab"] == [1, 2]
+    assert [m.id for m in client.events(2)] == [1, 2]
+
+    # The subscription is lost; the catch-up reads store a, and then,
+    # before it reads anything more, events go to both channels.
+    proxy.hold_after(b"{sse}:store:a")
+    kill_the_subscription(redis_server, proxy)
+    sent = [elsewhere.send_new_event(data=f"while catching up {c}", id=True, channel=c) for c in "ab"]
+    proxy.release()
+
+    assert sent == [3, 4]
+    got = [(m.id, m.data) for m in until_end(client, sse, "a")]
+    assert got == [(3, "while catching up a"), (4, "while catching up b")]
 
 
 @pytest.mark.parametrize(
     ("max_history", "with_id"), [(1000, False), (0, True), (0, False)], ids=["live-only", "unstored", "both-unstored"]
 )
 def test_streams_that_missed_what_the_store_cannot_bring_back_end_so_their_clients_resume(
-    redis_server, make_app, serve, client_for, max_history: int, with_id: bool
+    redis_server, serve, client_for, proxied, max_history: int, with_id: bool
 ) -> None:
     # While the subscription is down, events go out that no catch-up can bring:
     # live-only ones, or id'd ones with SSE_MAX_HISTORY = 0. A stream that missed
     # them must not carry on as if it had not: it ends, and its client resumes.
-    proxy = RedisProxy(redis_server.port)
-    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2, SSE_MAX_HISTORY=max_history)
-    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=max_history)
-    try:
-        port = serve(app).port
-        client = client_for(port)
-        assert sse.send_new_event(data="before", id=True) == 1
-        assert client.next_event().data == "before"
+    proxy, app, sse, elsewhere = proxied(SSE_MAX_HISTORY=max_history)
+    port = serve(app).port
+    client = client_for(port)
+    assert sse.send_new_event(data="before", id=True) == 1
+    assert client.next_event().data == "before"
 
-        proxy.hold_before(b"SUBSCRIBE")
-        with redis_server.client() as direct:
-            direct.client_kill_filter(_type="pubsub")
-        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
-        elsewhere.send_new_event(data="while nobody listened", id=with_id)
-        proxy.release()
+    proxy.hold_before(b"SUBSCRIBE")
+    kill_the_subscription(redis_server, proxy)
+    elsewhere.send_new_event(data="while nobody listened", id=with_id)
+    proxy.release()
 
-        client.wait_closed(10)  # the stream ends: its client resumes
-        again = client_for(port, "/stream", {"Last-Event-ID": "1"})
-        assert elsewhere.send_new_event(data="after", id=True) == (3 if with_id else 2)
-        assert [m.data for m in until_end(again, sse)] == ["after"]
-    finally:
-        proxy.release()
-        sse.close()
-        elsewhere.close()
-        proxy.close()
+    client.wait_closed(10)  # the stream ends: its client resumes
+    again = client_for(port, "/stream", {"Last-Event-ID": "1"})
+    assert elsewhere.send_new_event(data="after", id=True) == (3 if with_id else 2)
+    assert [m.data for m in until_end(again, sse)] == ["after"]
 
 
 def test_streams_that_missed_nothing_while_the_subscription_was_down_stay_open(
-    redis_server, make_app, serve, client_for
+    redis_server, serve, client_for, proxied
 ) -> None:
-    proxy = RedisProxy(redis_server.port)
-    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2)
-    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
-    try:
-        client = client_for(serve(app).port)
-        proxy.hold_before(b"SUBSCRIBE")
-        with redis_server.client() as direct:
-            direct.client_kill_filter(_type="pubsub")
-        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
-        sent = [elsewhere.send_new_event(data=f"stored {n}", id=True) for n in range(3)]
-        proxy.release()
-        # The END that until_end sends is live-only: sent before the new
-        # subscription is made, the stream would rightly end for missing it.
-        wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
-        assert [(m.id, m.data) for m in until_end(client, sse)] == [(id, f"stored {n}") for n, id in enumerate(sent)]
-    finally:
-        proxy.release()
-        sse.close()
-        elsewhere.close()
-        proxy.close()
+    proxy, app, sse, elsewhere = proxied()
+    client = client_for(serve(app).port)
+    proxy.hold_before(b"SUBSCRIBE")
+    kill_the_subscription(redis_server, proxy)
+    sent = [elsewhere.send_new_event(data=f"stored {n}", id=True) for n in range(3)]
+    proxy.release()
+    # The END that until_end sends is live-only: sent before the new
+    # subscription is made, the stream would rightly end for missing it.
+    wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
+    assert [(m.id, m.data) for m in until_end(client, sse)] == [(id, f"stored {n}") for n, id in enumerate(sent)]
 
 
 def test_a_stream_that_opens_while_the_subscription_is_down_hides_no_gap_of_the_streams_before_it(
-    redis_server, make_app, serve, client_for
+    redis_server, serve, client_for, proxied
 ) -> None:
     # SSE_MAX_HISTORY = 0: nothing to catch up from. A stream opened before the
     # loss missed what was sent while the subscription was down, whatever the
     # streams that open meanwhile read: it must end, so its client resumes.
-    proxy = RedisProxy(redis_server.port)
-    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2, SSE_MAX_HISTORY=0)
-    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=0)
-    try:
-        port = serve(app).port
-        before = client_for(port)
-        elsewhere.send_new_event(data="before", id=True)
-        assert before.next_event().data == "before"
+    proxy, app, sse, elsewhere = proxied(SSE_MAX_HISTORY=0)
+    port = serve(app).port
+    before = client_for(port)
+    elsewhere.send_new_event(data="before", id=True)
+    assert before.next_event().data == "before"
 
-        proxy.hold_before(b"SUBSCRIBE")
-        with redis_server.client() as direct:
-            direct.client_kill_filter(_type="pubsub")
-        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
-        elsewhere.send_new_event(data="while nobody listened", id=True)
-        meanwhile = client_for(port)  # reads the channel's sequence after that event
-        assert meanwhile.status == 200
-        proxy.release()
+    proxy.hold_before(b"SUBSCRIBE")
+    kill_the_subscription(redis_server, proxy)
+    elsewhere.send_new_event(data="while nobody listened", id=True)
+    meanwhile = client_for(port)  # reads the channel's sequence after that event
+    assert meanwhile.status == 200
+    proxy.release()
 
-        before.wait_closed(10)  # it missed an event: it ends, and its client resumes
-    finally:
-        proxy.release()
-        sse.close()
-        elsewhere.close()
-        proxy.close()
+    before.wait_closed(10)  # it missed an event: it ends, and its client resumes
 
 
 def test_a_subscription_that_receives_nothing_after_subscribing_is_made_again(
-    redis_server, make_app, serve, client_for
+    redis_server, serve, client_for, proxied
 ) -> None:
     # Up and confirmed, yet nothing more arrives, not even the marker of its
     # own catch-up: on a Redis Cluster, a subscription made on a node that has
     # just become a replica does that. It must not stay so for good.
-    proxy = RedisProxy(redis_server.port)
-    app, sse = make_app(SSE_REDIS_URL=proxy.url, SSE_KEEPALIVE=0.2)
-    _, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
-    try:
-        client = client_for(serve(app).port)
-        elsewhere.send_new_event(data="before", id=True)
-        assert client.next_event().data == "before"
+    proxy, app, sse, elsewhere = proxied()
+    client = client_for(serve(app).port)
+    elsewhere.send_new_event(data="before", id=True)
+    assert client.next_event().data == "before"
 
-        proxy.hold_replies_after(b"subscribe")
-        with redis_server.client() as direct:
-            direct.client_kill_filter(_type="pubsub")
-        assert proxy.holding.wait(10), "no new subscription after the old one was killed"
-        wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the catch-up after subscribing again")
-        elsewhere.send_new_event(data="after", id=True)  # only the subscription can bring it now
+    proxy.hold_replies_after(b"subscribe")
+    kill_the_subscription(redis_server, proxy)
+    wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the catch-up after subscribing again")
+    elsewhere.send_new_event(data="after", id=True)  # only the subscription can bring it now
 
-        # Subscribed again on a connection that works, it catches the stream up (or ends it).
-        got = [message.data for message in client.events(1, timeout=20)]
-        assert got == ["after"], got
-    finally:
-        proxy.release()
-        sse.close()
-        elsewhere.close()
-        proxy.close()
+    # Subscribed again on a connection that works, it catches the stream up (or ends it).
+    got = [message.data for message in client.events(1, timeout=20)]
+    assert got == ["after"], got
