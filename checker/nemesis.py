@@ -166,5 +166,28 @@ class Nemesis(threading.Thread):
             fault.detail = f"worker {victim} already gone"
             return
         fault.killed_pids = [victim] if kill else []
+        again = 0
+        if not kill:
+            # A worker that is still booting (gevent's monkey-patching comes first) runs the master's
+            # signal handlers, which drop a SIGTERM: it stays. Signal it again until it goes, as an
+            # operator would.
+            while not _gone(deployment, victim, 3.0) and again < 5:
+                again += 1
+                try:
+                    os.kill(victim, signal.SIGTERM)
+                except ProcessLookupError:
+                    break
         deployment.wait_ready(without=victim)  # gunicorn starts another
         fault.detail = f"worker {victim} {'killed' if kill else 'terminated'}; workers now {deployment.workers()}"
+        if again:
+            fault.detail += f" (SIGTERM sent {again + 1} times: the first came while it was booting)"
+
+
+def _gone(deployment: RedisDeployment, pid: int, timeout: float) -> bool:
+    """Whether worker ``pid`` has left within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while pid in deployment.workers():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
