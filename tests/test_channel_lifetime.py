@@ -37,9 +37,10 @@ def send_to_many_channels(sse, count: int) -> None:
 
 
 def test_in_process_memory_returns_to_where_it_was_once_channels_expire(make_app) -> None:
-    # Channels expire while the sends go on (each send sweeps what has expired): with 3 s of
-    # lifetime, thousands are alive at once even when tracing slows each send to milliseconds.
-    app, sse = make_app(SSE_HISTORY_TTL=1.5, SSE_TOMBSTONE_TTL=1.5)
+    # Channels expire while the sends go on (each send sweeps what has expired), so what is
+    # alive at once depends on the machine's speed: the growth is taken at its peak. (A long
+    # lifetime would keep 20,000 alive at once, and Python's dicts keep their peak size.)
+    app, sse = make_app(SSE_HISTORY_TTL=TTL, SSE_TOMBSTONE_TTL=TTL)
     sse.send_new_event(data="warm up", id=True, channel="warm-up")
     gc.collect()
     tracemalloc.start()
@@ -48,7 +49,7 @@ def test_in_process_memory_returns_to_where_it_was_once_channels_expire(make_app
         tracemalloc.reset_peak()
         send_to_many_channels(sse, CHANNELS)
         grown = tracemalloc.get_traced_memory()[1] - before
-        assert grown > 1_000_000, "the test does not measure what it means to"
+        assert grown > 300_000, "the test does not measure what it means to"
 
         def released() -> bool:
             sse.history("job-0")  # any send or read of the store sweeps what has expired
