@@ -100,9 +100,8 @@ class Listener(Runner):
         marker = os.urandom(8).hex()
         facts, seqs = backend.read(channels, marker)
         backend.endings.catch_up()
-        lost = backend.counter.move_past(
-            backend.counter.seen
-        )  # if Redis lost data, the counter goes past what was given
+        # If Redis lost data, the counter goes past what was given.
+        lost = backend.counter.move_past(backend.counter.seen)
         first = not self._recovered
         ended = not first and self._cannot_catch_up(facts, lost)
         caught_up: dict[str, set[int]] = {}
