@@ -90,6 +90,15 @@ def read_until(client: StreamClient, data: str, timeout: float = 10.0) -> list[M
 # -- a. Redis killed and restarted mid-stream -------------------------------------------------
 
 
+def is_ready(port: int) -> bool:
+    """The readiness probe answers 200: the process's Redis subscription is up and has caught up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stream/health/ready", timeout=5) as response:
+            return response.status == 200
+    except OSError:  # 503 (an HTTPError) while the subscription is down
+        return False
+
+
 def test_redis_killed_and_restarted_mid_stream_loses_no_accepted_event(
     tmp_path: Path, make_app: Callable[..., tuple[Flask, SSE]], serve: Callable[..., Any], client_for: Any
 ) -> None:
@@ -146,6 +155,12 @@ def test_redis_killed_and_restarted_mid_stream_loses_no_accepted_event(
         assert not ledger.errors, ledger.errors
         assert ledger.failed, "no send failed: Redis was not down while sending"
 
+        # END is live-only: a subscription still down when it is sent could not
+        # bring it back (the streams would end and resume, as they should). The
+        # listener retries with a back-off of up to 2 s, so on a slow machine it
+        # may come back only after all the sends above: wait, as a load balancer
+        # does, for the process to say it is ready.
+        wait_until(lambda: is_ready(server.port), 10, "the subscription to come back")
         sse.send_new_event(data=END, channel="outage")
         for n, client in enumerate(staying):
             check_once_in_order(f"open stream {n}", id_pairs(read_until(client, END)), ledger)
