@@ -24,6 +24,7 @@ ORDER = [
     "stats",
     "replay",
     "single_flight",
+    "group_commit",
     "access",
     "stream",
     "socket_writer",
