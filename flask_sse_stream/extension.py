@@ -165,6 +165,8 @@ class SSE:
         Safe from any greenlet or thread, inside or outside a request or app
         context (outside one, an ``SSE`` on exactly one app uses that app).
         It never blocks on a client: a stream too far behind is disconnected.
+        With Redis it waits for a round trip, shared with the sends made meanwhile by other greenlets or
+        threads (:class:`ConnectionError`: Redis did not answer, and the event may or may not have been sent).
         """
         return self._core().send_new_event(data, event, id, retry, channel)
 

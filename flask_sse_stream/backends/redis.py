@@ -1,7 +1,8 @@
 """The Redis backend: ids, store and fan-out shared by every worker and host.
 
 One Lua script allocates the id, stores the event and publishes it, so the
-publish order is the id order. Each process holds one subscription
+publish order is the id order; the sends that queue up in a process while
+its last call is in flight go together in the next one (:mod:`..group_commit`). Each process holds one subscription
 connection however many streams and channels it serves (see
 :mod:`.redis_listener`): to the channels its streams serve, or to every event
 of the app on one pub/sub channel (``SSE_REDIS_SUBSCRIBE``). The keys are
@@ -15,13 +16,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ..access import Ending
 from ..concurrency import allocate_lock
 from ..config import Settings
 from ..event import Event, frame_with_id
 from ..fanout import Fanout
+from ..group_commit import GroupCommit
 from ..replay import StoreFacts
 from ..single_flight import SingleFlight
 from . import redis_scripts
@@ -35,6 +37,16 @@ from .redis_listener import Listener
 from .redis_recovery import Seqs
 
 T = TypeVar("T")
+
+
+class _Send(NamedTuple):
+    channel: str
+    frame: bytes
+    with_id: bool
+    meta: str
+
+    def size(self) -> int:
+        return len(self.frame)
 
 
 class RedisBackend:
@@ -72,6 +84,7 @@ class RedisBackend:
         self.frames = Frames()
         client = self.connections.client
         self._send = client.register_script(redis_scripts.SEND)
+        self._sends: GroupCommit[_Send, int] = GroupCommit(self._send_batch, size=_Send.size)
         self.counter.bind(client, self.call)
         self._read = client.register_script(redis_scripts.READ)
         self._lock = allocate_lock()
@@ -86,19 +99,27 @@ class RedisBackend:
 
     def send(self, channel: str, event: Event, *, with_id: bool) -> Event:
         self.keep_listening()
-        counter = self.counter
-        if not counter.primed:
-            counter.prime("send the event")
+        if not self.counter.primed:
+            self.counter.prime("send the event")
         meta = json.dumps([event.event, event.retry, event.text, event.data is not event.text]) if with_id else ""
-        keys = [self.key("id"), self.key("store", channel), self.key("marks", channel), self.pubsub_name(channel)]
-        keys += [self.key("lost"), self.key("clock"), self.control_key, self.key("epoch"), self.key("restart")]
-        args: list[bytes | str | int] = [channel, event.frame, int(with_id), self.max_history, self._ttl_ms, meta]
-        args += [counter.seen, self._tombstone_ms, self.publish_command, counter.epoch]
-        id, epoch = self.call("send the event", lambda: self._send(keys=keys, args=args))
-        if not with_id:
-            return event
-        counter.learn(epoch, id)
-        return event.with_id(int(id))
+        id = self._sends.submit(_Send(channel, event.frame, with_id, meta))
+        return event.with_id(id) if with_id else event
+
+    def _send_batch(self, sends: list[_Send]) -> list[int]:
+        """One script call for the sends that queued up while the last one was in flight; their ids."""
+        counter = self.counter
+        keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key]
+        keys += [self.key("epoch"), self.key("restart")]
+        args: list[bytes | str | int] = [self.max_history, self._ttl_ms, counter.seen, self._tombstone_ms]
+        args += [self.publish_command, counter.epoch]
+        for send in sends:
+            keys += [self.key("store", send.channel), self.key("marks", send.channel), self.pubsub_name(send.channel)]
+            args += [send.channel, send.frame, int(send.with_id), send.meta]
+        epoch, *ids = self.call("send the event", lambda: self._send(keys=keys, args=args))
+        numbers = [int(id) if id else 0 for id in ids]
+        if epoch:
+            counter.learn(epoch, max(numbers))
+        return numbers
 
     # -- reading ------------------------------------------------------------
 

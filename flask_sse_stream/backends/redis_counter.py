@@ -136,7 +136,7 @@ class Counter:
         if id > self.seen:
             self.seen = id
 
-    def learn(self, epoch: bytes, last_id: bytes) -> None:
+    def learn(self, epoch: bytes, last_id: bytes | int) -> None:
         self.epoch = epoch.decode()
         self.saw(int(last_id))
 

@@ -50,73 +50,84 @@ from __future__ import annotations
 
 from .redis_counter import COUNTER
 
-#: KEYS: id, store, marks, pub/sub channel of the event, lost, clock, control, epoch, restart.
-#: ARGV: channel, frame, with_id, max_history, ttl_ms, meta, floor, tombstone_ms, publish command,
-#: the epoch this process knows. Returns {id, epoch}.
+#: The sends of one batch (see :mod:`..group_commit`), in order, as if each ran alone.
+#: KEYS: id, lost, clock, control, epoch, restart, then per send: store, marks, pub/sub channel.
+#: ARGV: max_history, ttl_ms, floor, tombstone_ms, publish command, the epoch this process
+#: knows, then per send: channel, frame, with_id, meta. Returns {epoch, id of each send ('' if live)}.
 SEND = (
     COUNTER
     + """
-local K = {id = KEYS[1], lost = KEYS[5], control = KEYS[7], epoch = KEYS[8], restart = KEYS[9]}
-local channel, frame, id, epoch = ARGV[1], ARGV[2], '', ''
-local stored, new_store = false, false
-local max, ttl, tomb = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[8])
-local seq = redis.call('HINCRBY', KEYS[3], 'seq', 1)
-if ARGV[3] == '1' then
-  local here = tonumber(redis.call('HGET', KEYS[3], 'last') or '0')
-  local current
-  current, epoch = safe_counter(K, math.max(tonumber(ARGV[7]), here), ARGV[10], ARGV[9])
-  id = fmt(current + 1)
-  redis.call('SET', KEYS[1], id)
-  if max > 0 then
-    local t = redis.call('TIME')
-    local now = t[1] * 1000 + math.floor(t[2] / 1000)
-    local gone = nil
-    local entry = id .. ' ' .. now .. ' ' .. #ARGV[6] .. ' ' .. seq .. '\\n' .. ARGV[6] .. frame
-    local size = redis.call('RPUSH', KEYS[2], entry)
-    stored = true
-    if size == 1 then
-      new_store = true
-      if here > 0 then gone = here end  -- the store had expired: its last id left it
-    end
-    local excess = size - max
-    if excess == 1 then
-      gone = string.match(redis.call('LPOP', KEYS[2]), '^(%d+) ')
-    elseif excess > 1 then
-      gone = string.match(redis.call('LINDEX', KEYS[2], excess - 1), '^(%d+) ')
-      redis.call('LTRIM', KEYS[2], excess, -1)
-    end
-    if ttl > 0 then
-      while true do
-        local head = redis.call('LINDEX', KEYS[2], 0)
-        if not head then break end
-        local hid, ms = string.match(head, '^(%d+) (%d+) ')
-        if tonumber(ms) > now - ttl then break end
-        gone = hid
-        redis.call('LPOP', KEYS[2])
+local K = {id = KEYS[1], lost = KEYS[2], control = KEYS[4], epoch = KEYS[5], restart = KEYS[6]}
+local max, ttl, floor, tomb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local publish, known = ARGV[5], ARGV[6]
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local result = {''}
+
+local function send(store, marks, pubsub, channel, frame, with_id, meta)
+  local id, stored, new_store = '', false, false
+  local seq = redis.call('HINCRBY', marks, 'seq', 1)
+  if with_id == '1' then
+    local here = tonumber(redis.call('HGET', marks, 'last') or '0')
+    local current
+    current, result[1] = safe_counter(K, math.max(floor, here), known, publish)
+    id = fmt(current + 1)
+    redis.call('SET', K.id, id)
+    if max > 0 then
+      local gone = nil
+      local entry = id .. ' ' .. now .. ' ' .. #meta .. ' ' .. seq .. '\\n' .. meta .. frame
+      local size = redis.call('RPUSH', store, entry)
+      stored = true
+      if size == 1 then
+        new_store = true
+        if here > 0 then gone = here end  -- the store had expired: its last id left it
       end
-      redis.call('PEXPIRE', KEYS[2], ttl)
-      local newest = redis.call('ZRANGE', KEYS[6], -1, -1, 'WITHSCORES')
-      if #newest == 0 or now - tonumber(newest[2]) >= (ttl + tomb) / 32 then
-        redis.call('ZADD', KEYS[6], now, id)
+      local excess = size - max
+      if excess == 1 then
+        gone = string.match(redis.call('LPOP', store), '^(%d+) ')
+      elseif excess > 1 then
+        gone = string.match(redis.call('LINDEX', store, excess - 1), '^(%d+) ')
+        redis.call('LTRIM', store, excess, -1)
       end
-      redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. (now - ttl - tomb))
-    end
-    if gone then
-      redis.call('HSET', KEYS[3], 'last', id, 'gone', gone)
-    else
-      redis.call('HSET', KEYS[3], 'last', id)
+      if ttl > 0 then
+        while true do
+          local head = redis.call('LINDEX', store, 0)
+          if not head then break end
+          local hid, ms = string.match(head, '^(%d+) (%d+) ')
+          if tonumber(ms) > now - ttl then break end
+          gone = hid
+          redis.call('LPOP', store)
+        end
+        redis.call('PEXPIRE', store, ttl)
+        local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+        if #newest == 0 or now - tonumber(newest[2]) >= (ttl + tomb) / 32 then
+          redis.call('ZADD', KEYS[3], now, id)
+        end
+        redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - ttl - tomb))
+      end
+      if gone then
+        redis.call('HSET', marks, 'last', id, 'gone', gone)
+      else
+        redis.call('HSET', marks, 'last', id)
+      end
     end
   end
+  if ttl > 0 then
+    redis.call('PEXPIRE', marks, ttl + tomb)
+  elseif stored then
+    if new_store then redis.call('PERSIST', marks) end  -- it lives with the store
+  elseif redis.call('EXISTS', store) == 0 then
+    redis.call('PEXPIRE', marks, tomb)  -- no store: the sequence outlives the channel's last event a while
+  end
+  redis.call(publish, pubsub, channel .. '\\n' .. id .. '\\n' .. seq .. '\\n' .. frame)
+  return id
 end
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[3], ttl + tomb)
-elseif stored then
-  if new_store then redis.call('PERSIST', KEYS[3]) end  -- it lives with the store
-elseif redis.call('EXISTS', KEYS[2]) == 0 then
-  redis.call('PEXPIRE', KEYS[3], tomb)  -- no store: the sequence outlives the channel's last event a while
+
+for i = 0, (#KEYS - 6) / 3 - 1 do
+  local k, a = 7 + 3 * i, 7 + 4 * i
+  result[i + 2] = send(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
-redis.call(ARGV[9], KEYS[4], channel .. '\\n' .. id .. '\\n' .. seq .. '\\n' .. frame)
-return {id, epoch}
+return result
 """
 )
 
