@@ -1,7 +1,11 @@
 """Publish rate: sends per second from 1 and from 4 processes, and Redis CPU per send, beside flask-sse.
 
-Each row is a peer and a number of processes, all sending for ``--seconds``
-to one channel (``bench``) as fast as one call after the other allows:
+Each row is a peer, a number of processes and of senders in each, all
+sending for ``--seconds`` to one channel (``bench``) as fast as one call after
+the other allows. One sender is the process's main thread; several are
+greenlets of a monkey-patched process, as the request handlers of a
+``gunicorn -k gevent`` worker are (our sends that queue up while one is in
+flight then share a Redis round trip):
 
 - ``memory``: ``SSE.send_new_event(id=True)`` with the in-process store (each
   process its own store; no Redis);
@@ -33,17 +37,24 @@ only (their ``marks`` hash), from one process.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shlex
-import signal
-import socket
-import statistics
-import subprocess
 import sys
-import time
-from pathlib import Path
+
+if "--publisher" in sys.argv and "--patch" in sys.argv:  # several senders: greenlets, as in a gevent worker
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import argparse  # noqa: E402 - after monkey-patching
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SHARED_APPS = HERE.parents[1] / "shared" / "bench" / "apps"
@@ -52,14 +63,15 @@ PEERS = ("memory", "redis-channels", "redis-app", "redis-live", "flask-sse", "pu
 
 def publisher(args: argparse.Namespace) -> None:
     """One publishing process: waits for a line on stdin, sends until the deadline, prints its count."""
+    context = contextlib.nullcontext
     if args.peer == "flask-sse":
         os.environ["REDIS_URL"] = args.redis_url
         sys.path.insert(0, str(SHARED_APPS))
         from flask_sse import sse
         from flask_sse_app import app  # type: ignore[import-not-found]
 
-        context = app.app_context()
-        context.push()
+        context = app.app_context  # each sender its own, as each request handler has
+        context().push()
 
         def send(n: int) -> None:
             sse.publish(data, id=str(n), channel="bench")
@@ -92,12 +104,24 @@ def publisher(args: argparse.Namespace) -> None:
     sys.stdin.readline()
     cpu0 = time.process_time()
     deadline = time.monotonic() + args.seconds
-    count = 0
-    while time.monotonic() < deadline:
-        for _ in range(50):
-            send(count)
-            count += 1
-    print(json.dumps({"sends": count, "cpu_s": time.process_time() - cpu0}), flush=True)
+    counts = [0] * args.senders
+
+    def sender(index: int) -> None:
+        count = 0
+        with context():
+            while time.monotonic() < deadline:
+                for _ in range(50):
+                    send(count)
+                    count += 1
+        counts[index] = count
+
+    if args.senders == 1:
+        sender(0)
+    else:
+        import gevent
+
+        gevent.joinall([gevent.spawn(sender, index) for index in range(args.senders)], raise_error=True)
+    print(json.dumps({"sends": sum(counts), "cpu_s": time.process_time() - cpu0}), flush=True)
 
 
 def redis_cpu(pid: int) -> tuple[float, float]:
@@ -127,7 +151,9 @@ def command_usec(port: int, top: tuple[str, ...]) -> tuple[int, int]:
     return calls, usec
 
 
-def run_row(peer: str, processes: int, redis: tuple[int, int] | None, args: argparse.Namespace) -> dict[str, object]:
+def run_row(
+    peer: str, processes: int, senders: int, redis: tuple[int, int] | None, args: argparse.Namespace
+) -> dict[str, object]:
     pid, port = redis if redis else (0, 0)
     top = ("publish", "client|setinfo", "select") if peer in ("flask-sse", "publish-floor") else ("evalsha", "eval")
     children = [
@@ -144,6 +170,9 @@ def run_row(peer: str, processes: int, redis: tuple[int, int] | None, args: argp
                 str(args.seconds),
                 "--size",
                 str(args.size),
+                "--senders",
+                str(senders),
+                *(["--patch"] if senders > 1 else []),
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -171,7 +200,7 @@ def run_row(peer: str, processes: int, redis: tuple[int, int] | None, args: argp
             child.wait()
     sends = sum(out["sends"] for out in outs)
     row: dict[str, object] = {
-        "peer": peer, "processes": processes, "sends": sends, "sends_per_s": sends / args.seconds,
+        "peer": peer, "processes": processes, "senders": senders, "sends": sends, "sends_per_s": sends / args.seconds,
         "publisher_cpu_us_per_send": 1e6 * sum(out["cpu_s"] for out in outs) / sends,
     }  # fmt: skip
     if pid:
@@ -225,14 +254,17 @@ def main() -> None:
     parser.add_argument("--peers", default=",".join(PEERS), help=f"rows (default {','.join(PEERS)})")
     parser.add_argument("--processes", default="1,4", help="publishing process counts (default 1,4)")
     parser.add_argument("--seconds", type=float, default=5, help="sending time per row (default 5)")
+    parser.add_argument("--senders", default="1", help="senders per process, greenlets when more than 1 (default 1)")
     parser.add_argument("--size", type=int, default=100, help="event data bytes (default 100)")
     parser.add_argument("--reps", type=int, default=3, help="repetitions, interleaved (default 3)")
     parser.add_argument("--store-memory", help="CHANNELS,EVENTS: also Redis memory per stored event and channel")
     parser.add_argument("--publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer", help=argparse.SUPPRESS)
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
+    parser.add_argument("--patch", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.publisher:
+        args.senders = int(args.senders)
         publisher(args)
         return
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -252,9 +284,10 @@ def main() -> None:
             time.sleep(0.05)
         listener = subprocess.Popen(["redis-cli", "-p", str(port), "psubscribe", "*"], stdout=subprocess.DEVNULL)
         peers, counts = args.peers.split(","), [int(n) for n in args.processes.split(",")]
+        senders = [int(n) for n in args.senders.split(",")]
         rows = [
-            run_row(peer, n, None if peer == "memory" else (redis.pid, port), args)
-            for _ in range(args.reps) for peer in peers for n in counts
+            run_row(peer, n, k, None if peer == "memory" else (redis.pid, port), args)
+            for _ in range(args.reps) for peer in peers for n in counts for k in senders
         ]  # fmt: skip
         if args.store_memory:
             channels, events = (int(n) for n in args.store_memory.split(","))
@@ -264,26 +297,38 @@ def main() -> None:
             if process and process.poll() is None:
                 process.terminate()
                 process.wait(10)
-    print(table(rows, peers, counts))
+    print(table(rows, peers, counts, senders))
 
 
-def table(rows: list[dict[str, object]], peers: list[str], counts: list[int]) -> str:
-    def median(peer: str, n: int, key: str) -> str:
-        values = [float(r[key]) for r in rows if r["peer"] == peer and r["processes"] == n and key in r]  # type: ignore[arg-type]
+COLUMNS = (
+    "sends_per_s",
+    "publisher_cpu_us_per_send",
+    "redis_us_per_send",
+    "redis_command_us_per_send",
+    "redis_calls_per_send",
+)
+
+
+def table(rows: list[dict[str, object]], peers: list[str], counts: list[int], senders: list[int]) -> str:
+    def median(peer: str, n: int, k: int, key: str) -> str:
+        values = [
+            float(r[key])  # type: ignore[arg-type]
+            for r in rows
+            if r["peer"] == peer and r["processes"] == n and r["senders"] == k and key in r
+        ]
         return f"{statistics.median(values):,.1f}" if values else "-"
 
     lines = [
-        "| peer | processes | sends/s | publisher CPU µs / send | Redis CPU µs / send"
+        "| peer | processes | senders each | sends/s | publisher CPU µs / send | Redis CPU µs / send"
         " | of which executing commands µs | Redis calls / send |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for peer in peers:
         for n in counts:
-            lines.append(
-                f"| {peer} | {n} | {median(peer, n, 'sends_per_s').removesuffix('.0')} |"
-                f" {median(peer, n, 'publisher_cpu_us_per_send')} | {median(peer, n, 'redis_us_per_send')} |"
-                f" {median(peer, n, 'redis_command_us_per_send')} | {median(peer, n, 'redis_calls_per_send')} |"
-            )
+            for k in senders:
+                cells = [median(peer, n, k, key) for key in COLUMNS]
+                cells[0] = cells[0].removesuffix(".0")
+                lines.append(f"| {peer} | {n} | {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
