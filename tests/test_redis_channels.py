@@ -91,3 +91,32 @@ def test_thousands_of_short_streams_on_their_own_channels_leak_no_subscription_a
         again.close()
     finally:
         sse.close()
+
+
+def test_a_command_on_a_subscription_redis_ended_raises_connection_error_and_ends_it(redis_server) -> None:
+    """A stream that opens (SUBSCRIBE) or closes (UNSUBSCRIBE) just as Redis drops the connection: before
+    the listener notices, the command fails. That must be the ConnectionError a stream answers 503 for (not
+    redis-py's own error, a 500), and the connection must end, so the listener subscribes again."""
+    from flask_sse_stream.backends.redis_channels import ChannelSubscriptions
+    from flask_sse_stream.backends.redis_connection import RedisConnections
+    from flask_sse_stream.backends.redis_subscription import Subscription
+
+    connections = RedisConnections(redis_server.url)
+    subscription = Subscription(connections, CONTROL)
+    subscription.send("SUBSCRIBE", CONTROL, "{sse}:c:a")
+    assert len(subscription.read(5)) == 2
+    channels = ChannelSubscriptions(lambda channel: f"{{sse}}:c:{channel}", "SUBSCRIBE", "UNSUBSCRIBE")
+    channels.held.add("a")
+    channels.attach(subscription)
+    with redis_server.client() as client:
+        client.client_kill_filter(_type="pubsub")
+    # The first writes may still go into the kernel's buffer; one of these meets the reset connection.
+    with pytest.raises(ConnectionError, match="could not send SUBSCRIBE"):
+        for n in range(50):
+            subscription.send("SUBSCRIBE", f"{{sse}}:c:x{n}")
+    assert channels.release(["a"], lambda channel: False) == ["a"]  # no error: the next connection holds what is held
+    with pytest.raises(ConnectionError):
+        while subscription.read(5):
+            pass
+    subscription.close()
+    connections.close()

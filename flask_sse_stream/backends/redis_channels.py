@@ -69,7 +69,10 @@ class ChannelSubscriptions:
             self.held.difference_update(gone)
             self._asked.difference_update(gone)
             if gone and self._subscription is not None:
-                self._subscription.send(self._unsubscribe, *self.names(gone))
+                try:
+                    self._subscription.send(self._unsubscribe, *self.names(gone))
+                except ConnectionError:
+                    pass  # the connection is ending: the next one subscribes to what is held
             return gone
 
     def to_subscribe(self, served: Iterable[str]) -> list[str]:
@@ -89,7 +92,10 @@ class ChannelSubscriptions:
     def _ask(self, channels: list[str]) -> None:
         """Under the lock: send SUBSCRIBE for ``channels`` if connected (else the next connection will)."""
         if channels and self._subscription is not None:
-            self._subscription.send(self._subscribe, *self.names(channels))
+            try:
+                self._subscription.send(self._subscribe, *self.names(channels))
+            except ConnectionError:
+                return  # the connection is ending: the next one asks for what is waited for
             self._asked.update(channels)
 
     def confirmed(self, name: bytes) -> None:

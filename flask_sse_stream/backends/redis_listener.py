@@ -155,36 +155,56 @@ class Listener(Runner):
 
     # -- messages -------------------------------------------------------------
 
+    def _take(self, reply: Any) -> bool:
+        """An event with nothing to check, delivered in the hub as it arrives; anything else is left to the runner."""
+        return self._window is None and reply[0] in _MESSAGE and self._on_event(reply[2])
+
     def _on_message(self, payload: bytes) -> None:
-        channel, rest = payload.split(b"\n", 1)
-        if not channel:
-            kind, value = rest.split(b"\n", 1)
+        if payload[:1] == b"\n":
+            kind, value = payload[1:].split(b"\n", 1)
             self._on_control(kind, value)
-            return
-        id, seq, frame = rest.split(b"\n", 2)
-        name, window = channel.decode(), self._window
+        elif self._window is not None:
+            self._in_window(payload, self._window)
+        elif not self._on_event(payload):
+            # An id given again: the counter went back under a process that
+            # had not seen ours. Move it past; the control message that
+            # reports it ends the streams that may have missed something.
+            channel, _, seq, _ = payload.split(b"\n", 3)
+            if (name := channel.decode()) in self._seq:
+                self._seq[name] = int(seq)
+            self._backend.counter.move_past(max(self.delivered, self._backend.counter.seen))
+
+    def _on_event(self, payload: bytes) -> bool:
+        """Deliver an event that came with no catch-up under way; False, doing nothing, for an id given again."""
+        if payload[:1] == b"\n":
+            return False  # a control message
+        channel, id, seq, frame = payload.split(b"\n", 3)
+        if id:
+            number = int(id)
+            if number <= self.delivered:
+                return False
+            self.delivered = number
+            self._backend.counter.saw(number)
+        name = channel.decode()
         if name in self._seq:
             self._seq[name] = int(seq)
         if not id:
-            if window is not None:
-                window.saw(name, int(seq))
             self._fanout.deliver(name, Event(None, None, None, None, frame))
-        elif window is not None:
-            number = int(id)
-            if not window.in_read(name, number, int(seq)):
-                self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
-        else:
-            number = int(id)
-            if number <= self.delivered:
-                # An id given again: the counter went back under a process that
-                # had not seen ours. Move it past; the control message that
-                # reports it ends the streams that may have missed something.
-                self._backend.counter.move_past(max(self.delivered, self._backend.counter.seen))
-                return
-            self.delivered = number
-            self._backend.counter.saw(number)
-            if self._fanout.serves(name):  # most messages, with per-user channels, are for other processes
-                self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
+        elif self._fanout.serves(name):  # most messages, with per-user channels, are for other processes
+            self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
+        return True
+
+    def _in_window(self, payload: bytes, window: Window) -> None:
+        """An event that came between the catch-up's read and its marker: delivered unless the read had it."""
+        channel, id, seq, frame = payload.split(b"\n", 3)
+        name = channel.decode()
+        if name in self._seq:
+            self._seq[name] = int(seq)
+        if not id:
+            window.saw(name, int(seq))
+            self._fanout.deliver(name, Event(None, None, None, None, frame))
+        elif not window.in_read(name, number := int(id), int(seq)):
+            self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
 
     def _on_control(self, kind: bytes, value: bytes) -> None:
         window = self._window

@@ -138,7 +138,7 @@ class Runner:
                 failures = 0
                 self._on_replies(early)
                 while not self._stopping:
-                    replies = subscription.read(self._read_timeout())
+                    replies = subscription.read(self._read_timeout(), self._take)
                     if not replies:
                         self._nothing_came()
                     self._on_replies(replies)
@@ -213,4 +213,8 @@ class Runner:
         raise NotImplementedError
 
     def _on_replies(self, replies: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _take(self, reply: Any) -> bool:
+        """Handle ``reply`` where it was read (the gevent hub) if that needs nothing more; False to leave it."""
         raise NotImplementedError

@@ -8,6 +8,14 @@ parser redis-py itself uses; part of the ``redis`` extra) when it is
 installed, else with :class:`RespReader`, a small reader of the replies a
 subscription receives.
 
+In a monkey-patched process, what arrives is read in the gevent hub itself,
+by a callback of an io watcher, and the replies the listener can take there
+(events to deliver: nearly all of them) never wake its greenlet: a message
+that arrives alone costs a wake-up of the process, one ``recv`` and the
+delivery, not two greenlet switches and a ``recv`` that finds nothing more.
+The first reply it cannot take there, and those after it, go to the
+listener's greenlet, in order.
+
 The connection is one of the pool's (so it counts in :data:`POOL_SIZE`),
 made as redis-py makes it (TLS, a Unix socket, a password, a database), and
 disconnected when the subscription ends.
@@ -16,7 +24,12 @@ disconnected when the subscription ends.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
+
+import gevent
+from gevent import socket as gevent_socket
+from gevent.hub import Waiter, get_hub
 
 from ..stream import shutdown
 from .redis_connection import RedisConnections
@@ -109,17 +122,38 @@ class Subscription:
         self._reader = new_reader()
         self._socket: Any = self._connection._sock
         _keep_alive(self._socket)
+        # A gevent socket, read from the hub in its thread: its OS socket (non-blocking) and a watcher.
+        self._raw: Any = None
+        if self._home is not None and isinstance(self._socket, gevent_socket.socket):
+            self._raw = self._socket._sock
+            self._watcher: Any = get_hub().loop.io(self._socket.fileno(), 1)
 
     def send(self, *command: str) -> None:
-        """``SUBSCRIBE``, ``UNSUBSCRIBE``...; from the thread that reads."""
-        self._connection.send_command(*command)
+        """``SUBSCRIBE``, ``UNSUBSCRIBE``...; from the thread that reads.
 
-    def read(self, timeout: float | None = None) -> list[Reply]:
+        If it cannot be sent (Redis ended the connection and the reader has
+        not noticed yet), the connection is ended, so the reader notices and
+        subscribes again, and :class:`ConnectionError` is raised. It is sent
+        on the socket itself: redis-py would close it, under a reader that
+        waits in the hub for a socket that no longer exists.
+        """
+        try:
+            self._socket.sendall(b"".join(self._connection.pack_command(*command)))
+        except OSError as error:
+            self.interrupt()
+            raise ConnectionError(f"could not send {command[0]} to Redis on the subscription: {error}") from error
+
+    def read(self, timeout: float | None = None, take: Callable[[Reply], bool] | None = None) -> list[Reply]:
         """Every reply that has arrived (waiting up to ``timeout`` seconds, or for good); [] on timeout.
 
         Raises :class:`ConnectionError` when the connection ends. Waiting for
-        good costs no timer per read: :meth:`interrupt` ends the wait.
+        good costs no timer per read: :meth:`interrupt` ends the wait. With
+        ``take``, in a monkey-patched process, the replies are given to it in
+        the hub as they arrive, and read returns the first one it does not
+        take, with those after it (``take`` must never block or switch).
         """
+        if take is not None and self._raw is not None and self._home is not None and self._home.here():
+            return self._read_in_hub(timeout, take)
         if self._socket.gettimeout() != timeout:
             self._socket.settimeout(timeout)
         try:
@@ -136,6 +170,47 @@ class Subscription:
             replies.append(reply)
         return replies
 
+    def _read_in_hub(self, timeout: float | None, take: Callable[[Reply], bool]) -> list[Reply]:
+        waiter: Waiter = Waiter()
+        raw, reader, watcher = self._raw, self._reader, self._watcher
+
+        def readable() -> None:  # in the hub: never blocks, never switches but to hand over
+            try:
+                data = raw.recv(READ_SIZE)
+            except BlockingIOError:
+                return
+            except BaseException as error:  # noqa: BLE001 - the listener's greenlet gets it
+                watcher.stop()
+                waiter.throw(ConnectionError(f"the subscription's connection failed: {error}"))
+                return
+            try:
+                if not data:
+                    raise ConnectionError("the subscription's connection ended")
+                reader.feed(data)
+                while (reply := reader.gets()) is not False:
+                    if isinstance(reply, Exception):
+                        raise ConnectionError(f"Redis refused the subscription: {reply}")
+                    if not take(reply):
+                        rest = [reply]
+                        while (reply := reader.gets()) is not False:
+                            rest.append(reply)
+                        watcher.stop()
+                        waiter.switch(rest)
+                        return
+            except BaseException as error:  # noqa: BLE001 - the listener's greenlet gets it
+                watcher.stop()
+                waiter.throw(error)
+
+        watcher.start(readable)
+        try:
+            if timeout is None:
+                return waiter.get()  # type: ignore[no-any-return]
+            with gevent.Timeout(timeout, False):
+                return waiter.get()  # type: ignore[no-any-return]
+            return []
+        finally:
+            watcher.stop()
+
     def interrupt(self) -> None:
         """End a :meth:`read` that waits, from any thread: the connection ends."""
         if self._home is not None:
@@ -144,6 +219,8 @@ class Subscription:
             shutdown(self._socket)
 
     def close(self) -> None:
+        if self._raw is not None:
+            self._watcher.close()
         try:
             self._connection.disconnect()
         finally:
