@@ -151,6 +151,18 @@ class Deployment:
         children = psutil.Process(self.server.process.pid).children()
         return {child.pid for child in children if child.status() != psutil.STATUS_ZOMBIE}
 
+    def wait_for_workers(self) -> None:
+        """Until each worker has answered: one that still boots (importing the app) accepts nothing."""
+        answered: set[int] = set()
+
+        def all_answered() -> bool:
+            with urllib.request.urlopen(self.url("/info"), timeout=10) as answer:
+                answered.add(int(answer.headers["X-Worker"]))
+            current = self.workers()
+            return len(current) == WORKERS and current <= answered
+
+        wait_until(all_answered, 30, what=f"all {WORKERS} workers to answer /info")
+
 
 @pytest.fixture
 def deployment(tmp_path) -> Iterator[Deployment]:
@@ -169,7 +181,7 @@ def matches(deployment: Deployment, expected: dict[str, float], channels: dict[s
 
 
 def test_four_workers_add_up_to_the_streams_really_open(deployment: Deployment) -> None:
-    wait_until(lambda: len(deployment.workers()) == WORKERS, what="four workers")
+    deployment.wait_for_workers()
     by_worker: dict[int, list[StreamClient]] = {}
     opened = 0
     while opened < STREAMS or len(by_worker) < WORKERS:
