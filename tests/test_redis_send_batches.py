@@ -52,15 +52,22 @@ def check_what_streams_and_the_store_got(sse, client, sent: list[tuple[int | Non
         assert [(id, event.data) for id, event in sse.history(channel).items()] == expected, channel
 
 
-def test_greenlets_that_send_at_once_share_round_trips_and_each_get_their_own_id(
-    redis_server, make_app, serve, client_for
-) -> None:
-    app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=7)
-    server = serve(app)
-    client = client_for(server.port, "/stream?channel=a&channel=b&channel=c")
-    sse.send_new_event(data="warm-up", channel="elsewhere", id=True)
+@pytest.fixture
+def opened(redis_server, make_app, serve, client_for):
+    """``opened(max_history)``: an app on Redis, a stream of its three channels, and the script calls so far."""
+
+    def open_(max_history: int):
+        app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=max_history)
+        client = client_for(serve(app).port, "/stream?channel=a&channel=b&channel=c")
+        sse.send_new_event(data="warm-up", channel="elsewhere", id=True)  # the script is loaded
+        return sse, client, script_calls(redis_server)
+
+    return open_
+
+
+def test_greenlets_that_send_at_once_share_round_trips_and_each_get_their_own_id(redis_server, opened) -> None:
+    sse, client, before = opened(7)
     rng = random.Random()
-    before = script_calls(redis_server)
     sent: list[tuple[int | None, str, str]] = []
 
     def send(n: int) -> None:
@@ -75,15 +82,9 @@ def test_greenlets_that_send_at_once_share_round_trips_and_each_get_their_own_id
     check_what_streams_and_the_store_got(sse, client, sent, 7)
 
 
-def test_threads_that_send_at_once_share_round_trips_and_each_get_their_own_id(
-    redis_server, make_app, serve, client_for
-) -> None:
+def test_threads_that_send_at_once_share_round_trips_and_each_get_their_own_id(redis_server, opened) -> None:
     """``flask run`` without gevent: request handlers are OS threads."""
-    app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_MAX_HISTORY=5)
-    server = serve(app)
-    client = client_for(server.port, "/stream?channel=a&channel=b&channel=c")
-    sse.send_new_event(data="warm-up", channel="elsewhere", id=True)
-    before = script_calls(redis_server)
+    sse, client, before = opened(5)
     sent: list[tuple[int | None, str, str]] = []
     lock = threading.Lock()
     start = threading.Barrier(8)
