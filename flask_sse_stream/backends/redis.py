@@ -2,8 +2,9 @@
 
 One Lua script allocates the id, stores the event and publishes it, so the
 publish order is the id order; the sends that queue up in a process while
-its last call is in flight go together in the next one (:mod:`..group_commit`). Each process holds one subscription
-connection however many streams and channels it serves (see
+its last call is in flight go together in the next one (see
+``group_commit``). Each process holds one subscription connection
+however many streams and channels it serves (see
 :mod:`.redis_listener`): to the channels its streams serve, or to every event
 of the app on one pub/sub channel (``SSE_REDIS_SUBSCRIBE``). The keys are
 described in :mod:`.redis_scripts`.
