@@ -153,3 +153,16 @@ class ThreadWaker:
 def new_waker() -> GeventWaker | ThreadWaker:
     """A waker for the calling greenlet or thread."""
     return GeventWaker() if in_gevent() else ThreadWaker()
+
+
+def wait_serving(stopping: gevent.event.Event) -> None:
+    """Wait for ``stopping`` in the thread whose hub runs a server, with a timer alive all the while.
+
+    Seen here: the loop of such a thread, after its greenlets had used the
+    hub's thread pool (Redis calls without monkey-patching), counted no
+    watcher and exited (``LoopExit``) while the server's listening watcher
+    was still active, and the server stopped accepting. A timer that is
+    always pending keeps the loop turning; it costs one wake-up a minute.
+    """
+    while not stopping.wait(60):
+        pass

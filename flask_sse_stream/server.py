@@ -21,7 +21,7 @@ from gevent.monkey import get_original
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
-from .concurrency import Home
+from .concurrency import Home, wait_serving
 from .config import CorsOrigins
 from .config import cors_origins as check_cors_origins
 from .core import SSECore, core_of
@@ -164,7 +164,7 @@ class _ServerThread:
             return
         finally:
             self._started.set()
-        self._stopping.wait()
+        wait_serving(self._stopping)
         end_gracefully([stream for stream in self._core.fanout.streams() if stream.server is self._tag])
         # Streams that do not end by themselves within the grace are cut by then.
         server.stop(timeout=GRACE + 0.25)

@@ -25,6 +25,8 @@ import gevent.event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
 
+from flask_sse_stream.concurrency import wait_serving
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -90,7 +92,7 @@ class ThreadServer:
         self._control.update(loop=gevent.get_hub().loop, stopping=stopping)
         server.start()
         self._started.set()
-        stopping.wait()
+        wait_serving(stopping)
         server.stop(timeout=0.1)
 
     def call_in_hub(self, function: Any) -> None:
