@@ -28,60 +28,49 @@ def test_a_caller_alone_runs_its_call_at_once_and_gets_its_result() -> None:
     assert batches == [[0], [1], [2]]
 
 
-def test_callers_that_arrive_while_a_call_is_in_flight_share_the_next_one() -> None:
+def first_call_held(result_of, fail_second=False):
+    """A ``run`` that records its batches and holds the first until ``release`` is set; run, release, batches."""
     release = gevent.event.Event()
-    batches: list[list[int]] = []
+    batches: list[list] = []
 
-    def run(items: list[int]) -> list[int]:
+    def run(items: list) -> list:
         batches.append(items)
         if len(batches) == 1:
             release.wait(5)
-        return [-i for i in items]
+        if fail_second and len(batches) == 2:
+            raise ConnectionError("Redis at redis://127.0.0.1:1 is unavailable")
+        return [result_of(item) for item in items]
 
-    commit: GroupCommit[int, int] = GroupCommit(run, max_items=4)
-    callers = [gevent.spawn(commit.submit, n) for n in range(10)]
-    gevent.sleep(0.01)  # all of them queued behind the first call (no event to await: they are blocked)
+    return run, release, batches
+
+
+def submit_together(commit: GroupCommit, items: list, release: gevent.event.Event) -> list[gevent.Greenlet]:
+    """Every item from a greenlet of its own, all queued behind the first call before it returns."""
+    callers = [gevent.spawn(commit.submit, item) for item in items]
+    gevent.sleep(0)  # each caller runs until it blocks: the first in its held call, the others queued
     release.set()
-    gevent.joinall(callers, timeout=5, raise_error=True)
+    gevent.joinall(callers, timeout=5)
+    return callers
+
+
+def test_callers_that_arrive_while_a_call_is_in_flight_share_the_next_one() -> None:
+    run, release, batches = first_call_held(lambda i: -i)
+    callers = submit_together(GroupCommit(run, max_items=4), list(range(10)), release)
     assert [caller.value for caller in callers] == [-n for n in range(10)]
     assert batches == [[0], [1, 2, 3, 4], [5, 6, 7, 8], [9]]
 
 
 def test_a_batch_is_cut_at_its_size_limit() -> None:
-    release = gevent.event.Event()
-    batches: list[list[bytes]] = []
-
-    def run(items: list[bytes]) -> list[int]:
-        batches.append(items)
-        if len(batches) == 1:
-            release.wait(5)
-        return [len(item) for item in items]
-
-    commit: GroupCommit[bytes, int] = GroupCommit(run, max_size=100, size=len)
-    callers = [gevent.spawn(commit.submit, b"x" * size) for size in (1, 60, 30, 20, 200, 5)]
-    gevent.sleep(0.01)
-    release.set()
-    gevent.joinall(callers, timeout=5, raise_error=True)
+    run, release, batches = first_call_held(len)
+    items = [b"x" * size for size in (1, 60, 30, 20, 200, 5)]
+    callers = submit_together(GroupCommit(run, max_size=100, size=len), items, release)
+    assert [caller.value for caller in callers] == [1, 60, 30, 20, 200, 5]
     assert [[len(item) for item in batch] for batch in batches] == [[1], [60, 30], [20], [200], [5]]
 
 
 def test_an_error_of_the_call_reaches_every_caller_of_its_batch_and_not_the_next() -> None:
-    release = gevent.event.Event()
-    calls = []
-
-    def run(items: list[int]) -> list[int]:
-        calls.append(items)
-        if len(calls) == 1:
-            release.wait(5)
-        if len(calls) == 2:
-            raise ConnectionError("Redis at redis://127.0.0.1:1 is unavailable")
-        return items
-
-    commit: GroupCommit[int, int] = GroupCommit(run, max_items=2)
-    callers = [gevent.spawn(commit.submit, n) for n in range(4)]
-    gevent.sleep(0.01)
-    release.set()
-    gevent.joinall(callers, timeout=5)
+    run, release, _ = first_call_held(lambda i: i, fail_second=True)
+    callers = submit_together(GroupCommit(run, max_items=2), list(range(4)), release)
     assert callers[0].value == 0 and callers[3].value == 3
     for caller in callers[1:3]:
         assert isinstance(caller.exception, ConnectionError), caller.exception
