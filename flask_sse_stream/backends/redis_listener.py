@@ -157,7 +157,7 @@ class Listener(Runner):
 
     def _take(self, reply: Any) -> bool:
         """An event with nothing to check, delivered in the hub as it arrives; anything else is left to the runner."""
-        return self._window is None and reply[0] in _MESSAGE and self._on_event(reply[2])
+        return self._window is None and reply[0] in _MESSAGE and reply[2][:1] != b"\n" and self._on_event(reply[2])
 
     def _on_message(self, payload: bytes) -> None:
         if payload[:1] == b"\n":
@@ -175,9 +175,8 @@ class Listener(Runner):
             self._backend.counter.move_past(max(self.delivered, self._backend.counter.seen))
 
     def _on_event(self, payload: bytes) -> bool:
-        """Deliver an event that came with no catch-up under way; False, doing nothing, for an id given again."""
-        if payload[:1] == b"\n":
-            return False  # a control message
+        """Deliver an event (not a control message) that came with no catch-up under way; False, doing nothing,
+        for an id given again."""
         channel, id, seq, frame = payload.split(b"\n", 3)
         if id:
             number = int(id)
