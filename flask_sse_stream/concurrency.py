@@ -11,6 +11,7 @@ never touch them itself.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
@@ -153,6 +154,24 @@ class ThreadWaker:
 def new_waker() -> GeventWaker | ThreadWaker:
     """A waker for the calling greenlet or thread."""
     return GeventWaker() if in_gevent() else ThreadWaker()
+
+
+def start_background(target: Callable[[], object], name: str) -> Callable[[], bool]:
+    """Run ``target`` in the background; a call that tells, without switching, whether it still runs.
+
+    A greenlet in a monkey-patched process, an OS thread otherwise. Not a
+    patched ``threading.Thread`` asked ``is_alive()``: that takes a lock which
+    may switch greenlets, and a ``gevent.Timeout`` or a kill delivered to the
+    caller in that switch marks the running thread stopped (CPython
+    bpo-45274), so that the caller would start a second one.
+    """
+    if is_module_patched("threading"):
+        task = gevent.spawn(target)
+        task.name = name
+        return lambda: not task.dead
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread.is_alive
 
 
 def wait_serving(stopping: gevent.event.Event) -> None:

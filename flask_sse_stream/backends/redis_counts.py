@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..concurrency import start_background
 from ..fanout import Fanout
 from . import redis_scripts
 from .redis_connection import RedisConnections
@@ -47,7 +48,8 @@ class Counts:
         self._write = connections.client.register_script(redis_scripts.WRITE_COUNTS)
         self._read = connections.client.register_script(redis_scripts.READ_COUNTS)
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        # Whether the writer started last still runs (None: none started).
+        self._alive: Callable[[], bool] | None = None
         self._stopping = threading.Event()
         self._pid = 0
         self._process = ""
@@ -59,19 +61,20 @@ class Counts:
 
     def keep_running(self) -> None:
         """Start the writer unless it runs (in the thread that owns the Redis sockets)."""
-        thread = self._thread
-        if thread is not None and thread.is_alive() and self._pid == os.getpid():
+        if self._running():
             return
         home = self._connections.home
         if home is not None and not home.here():
             home.soon(self.keep_running)
             return
         with self._lock:
-            thread = self._thread
-            if (thread is None or not thread.is_alive() or self._pid != os.getpid()) and not self._stopping.is_set():
+            if not self._running() and not self._stopping.is_set():
                 self._start_process()
-                self._thread = threading.Thread(target=self._run, name="sse-redis-counts", daemon=True)
-                self._thread.start()
+                self._alive = start_background(self._run, "sse-redis-counts")
+
+    def _running(self) -> bool:
+        """Whether this process's writer runs (a forked child's has not started)."""
+        return self._alive is not None and self._pid == os.getpid() and self._alive()
 
     def _start_process(self) -> None:
         """A name for this process's counts (after a fork, the child's own)."""

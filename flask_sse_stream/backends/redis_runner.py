@@ -1,7 +1,7 @@
 """The runner of a process's Redis subscription: it connects, subscribes, reads, and starts again.
 
-It runs in a ``threading.Thread``: a greenlet in a monkey-patched process, an
-OS thread otherwise. Whatever ends it (Redis going away, an error, a kill),
+It runs in the background (``start_background``): a greenlet in a
+monkey-patched process, an OS thread otherwise. Whatever ends it (Redis going away, an error, a kill),
 it subscribes again after a short back-off, and hands what it reads to the
 listener (:mod:`.redis_listener`), which recovers and fans out.
 """
@@ -12,11 +12,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import gevent
 
+from ..concurrency import start_background
 from ..fanout import Fanout
 from ..replay import StoreFacts
 from .redis_channels import ChannelSubscriptions
@@ -57,7 +58,8 @@ class Runner:
         self._backend = backend
         self._fanout = backend.fanout
         self._lock = threading.Lock()
-        self._runner: threading.Thread | None = None
+        # Whether the runner started last still runs (None: none started in this process).
+        self._alive: Callable[[], bool] | None = None
         self._subscription: Subscription | None = None
         self._stopping = False
         # Whether it has ever subscribed, and how many attempts have ended,
@@ -78,8 +80,8 @@ class Runner:
         return self.pid == os.getpid() and not self._stopping
 
     def running(self) -> bool:
-        runner = self._runner
-        return runner is not None and runner.is_alive()
+        alive = self._alive
+        return alive is not None and alive()
 
     def keep_running(self) -> None:
         """Start a runner unless one runs, in the thread that owns the Redis sockets."""
@@ -91,8 +93,7 @@ class Runner:
             return
         with self._lock:
             if not self.running() and not self._stopping:
-                self._runner = threading.Thread(target=self._run, name="sse-redis-listener", daemon=True)
-                self._runner.start()
+                self._alive = start_background(self._run, "sse-redis-listener")
 
     def stop(self) -> None:
         self._stopping = True

@@ -1,0 +1,114 @@
+"""What an ordinary application does to the library, with no fault of Redis: timeouts, kills, short-lived threads.
+
+A request handler wrapped in ``gevent.Timeout``, a greenlet killed while it
+sends, a thread pool that makes a thread per job: each is run in a
+monkey-patched process of its own (as a gunicorn gevent worker is), on a
+private redis-server, and what the process holds is counted afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.redis_server import RedisServer
+from tests.support.servers import PYTHON, ROOT
+
+#: The start of every script: a monkey-patched process with an app on Redis, and a stream open on it.
+PRELUDE = r"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import json
+import random
+import sys
+
+import gevent
+import redis
+from flask import Flask
+
+from flask_sse_stream import SSE
+from flask_sse_stream.testing import open_stream
+
+url, seed = sys.argv[1], int(sys.argv[2])
+rng = random.Random(seed)
+app = Flask(__name__)
+app.config.update(SSE_REDIS_URL=url, SSE_KEEPALIVE=60)
+sse = SSE(app)
+watcher = redis.Redis.from_url(url)
+stream = open_stream(app.test_client()).__enter__()
+
+def pubsub_connections():
+    return len(watcher.client_list(_type="pubsub"))
+
+def still_open():
+    # Whether the stream is open: it receives an event sent now (after what it had).
+    sse.send_new_event(data="still open?")
+    try:
+        while stream.next_event(timeout=10).data != "still open?":
+            pass
+    except EOFError:
+        return False
+    return True
+
+def report(**outcome):
+    print(json.dumps(outcome), flush=True)
+"""
+
+TIMED_OUT_AND_KILLED = r"""
+def sender(n):
+    # Sends in a loop until its timeout fires, wherever the send is then.
+    try:
+        with gevent.Timeout(rng.uniform(0.001, 0.02)):
+            while True:
+                sse.send_new_event(data=f"{n}", id=rng.random() < 0.5)
+    except (gevent.Timeout, ConnectionError):
+        pass
+
+def killed_sender(n):
+    while True:
+        sse.send_new_event(data=f"k{n}", id=rng.random() < 0.5)
+
+counts = []
+for round in range(8):
+    senders = [gevent.spawn(sender, n) for n in range(40)]
+    doomed = [gevent.spawn(killed_sender, n) for n in range(10)]
+    gevent.sleep(rng.uniform(0.005, 0.02))
+    for greenlet in doomed:
+        greenlet.kill(block=False)
+        gevent.sleep(rng.uniform(0, 0.002))
+    gevent.joinall(senders + doomed)
+    counts.append(pubsub_connections())
+report(counts=counts, reconnects=sse.stats["redis_reconnects"], stream_open=still_open())
+"""
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def run_script(body: str, redis_server: RedisServer, seed: int = 0) -> dict[str, Any]:
+    done = subprocess.run(
+        [PYTHON, "-c", PRELUDE + body, redis_server.url, str(seed)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_senders_timed_out_or_killed_mid_send_leave_one_subscription_and_the_stream_open(
+    redis_server: RedisServer,
+) -> None:
+    outcome = run_script(TIMED_OUT_AND_KILLED, redis_server)
+    # One subscription after every round, never resubscribed: its stream stayed open and got the last event.
+    assert outcome["counts"] == [1] * 8, outcome
+    assert outcome["reconnects"] == 0 and outcome["stream_open"], outcome
