@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import gevent
 import gevent.event
 import greenlet
+from gevent._hub_local import get_hub_if_exists
 from gevent.monkey import get_original, is_module_patched
 
 T = TypeVar("T")
@@ -29,12 +30,23 @@ thread_ident = get_original("_thread", "get_ident")
 #: A real lock: never switches greenlets, so it is safe from greenlets and
 #: threads alike as long as nothing inside the critical section yields.
 allocate_lock = get_original("_thread", "allocate_lock")
-_ThreadEvent = get_original("threading", "Event")
+_start_new_thread = get_original("_thread", "start_new_thread")
 
 
 def in_gevent() -> bool:
     """True when the caller runs under a gevent hub (a greenlet, or a patched process)."""
     return greenlet.getcurrent().parent is not None or is_module_patched("threading")
+
+
+def on_a_hub() -> bool:
+    """True when the caller's thread runs a gevent hub: a greenlet, or a thread that has one.
+
+    Not so for a native OS thread of a monkey-patched process (a thread
+    pool's, a C library's): it must wait on real locks, since creating a
+    hub there would leave the hub and its file descriptors behind when the
+    thread ends, and nothing would run that hub's timers.
+    """
+    return greenlet.getcurrent().parent is not None or get_hub_if_exists() is not None
 
 
 class Home:
@@ -128,15 +140,52 @@ class GeventWaker:
             self.home.soon(partial(self.greenlet.kill, block=False))
 
 
+class RealEvent:
+    """An event made of real locks: a wait blocks the OS thread, whatever is monkey-patched.
+
+    ``threading.Event``, even the original class, is built on the module's
+    locks, which monkey-patching replaces with gevent's.
+    """
+
+    __slots__ = ("_set", "_gate", "_guard")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._gate = allocate_lock()  # held while the event is not set
+        self._gate.acquire()
+        self._guard = allocate_lock()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._guard:
+            if not self._set:
+                self._set = True
+                self._gate.release()
+
+    def clear(self) -> None:
+        with self._guard:
+            if self._set:
+                self._set = False
+                self._gate.acquire()
+
+    def wait(self, timeout: float) -> bool:
+        if self._gate.acquire(True, max(timeout, 0.0)):
+            self._gate.release()
+            return True
+        return False
+
+
 class ThreadWaker:
-    """Wakes a plain OS thread (the dev server's request threads)."""
+    """Wakes a plain OS thread: the dev server's request threads, a native thread of a patched process."""
 
     __slots__ = ("_event",)
 
     home = None
 
     def __init__(self) -> None:
-        self._event = _ThreadEvent()
+        self._event = RealEvent()
 
     def wake(self) -> None:
         self._event.set()
@@ -145,7 +194,7 @@ class ThreadWaker:
         self._event.clear()
 
     def wait(self, timeout: float) -> bool:
-        return bool(self._event.wait(timeout))
+        return self._event.wait(timeout)
 
     def kill(self) -> None:
         """A thread cannot be killed; closing its socket ends a blocked write."""
@@ -153,7 +202,25 @@ class ThreadWaker:
 
 def new_waker() -> GeventWaker | ThreadWaker:
     """A waker for the calling greenlet or thread."""
-    return GeventWaker() if in_gevent() else ThreadWaker()
+    return GeventWaker() if on_a_hub() else ThreadWaker()
+
+
+def later(seconds: float, function: Callable[..., object], *args: Any) -> Callable[[], None]:
+    """Call ``function(*args)`` in ``seconds``, in the background; the call that cancels it.
+
+    On a hub, a greenlet of that hub; elsewhere, an OS thread of its own.
+    """
+    if on_a_hub():
+        timer = gevent.spawn_later(seconds, function, *args)
+        return partial(timer.kill, block=False)
+    cancelled = RealEvent()
+
+    def wait_then_call() -> None:
+        if not cancelled.wait(seconds):
+            function(*args)
+
+    _start_new_thread(wait_then_call, ())
+    return cancelled.set
 
 
 def start_background(target: Callable[[], object], name: str) -> Callable[[], bool]:

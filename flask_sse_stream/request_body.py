@@ -10,14 +10,12 @@ ends wherever it waits (in gevent or in a plain thread); the answer is then
 from __future__ import annotations
 
 import socket
-import threading
 from typing import IO, Any
 
-import gevent
 from flask import Response
 from werkzeug.exceptions import HTTPException
 
-from .concurrency import in_gevent
+from .concurrency import later
 from .stream_request import socket_of
 
 
@@ -94,15 +92,7 @@ class _Deadline:
         self.passed = False
         self._sock = sock
         self._how = how
-        self._timer: Any = None
-        if sock is None:
-            return
-        if in_gevent():
-            self._timer = gevent.spawn_later(seconds, self._expire)
-        else:
-            self._timer = threading.Timer(seconds, self._expire)
-            self._timer.daemon = True
-            self._timer.start()
+        self._cancel = later(seconds, self._expire) if sock is not None else None
 
     def _expire(self) -> None:
         self.passed = True
@@ -112,8 +102,5 @@ class _Deadline:
             pass  # the client is gone already
 
     def cancel(self) -> None:
-        timer = self._timer
-        if isinstance(timer, threading.Timer):
-            timer.cancel()
-        elif timer is not None:
-            timer.kill(block=False)
+        if self._cancel is not None:
+            self._cancel()

@@ -7,7 +7,7 @@ from typing import Generic, TypeVar
 
 import gevent
 
-from .concurrency import GeventWaker, ThreadWaker, allocate_lock, in_gevent, new_waker
+from .concurrency import GeventWaker, ThreadWaker, allocate_lock, new_waker, on_a_hub
 
 K = TypeVar("K", bound=Hashable)
 T = TypeVar("T")
@@ -53,7 +53,7 @@ class SingleFlight(Generic[K, T]):
             return self._follow(flight, waker, read)
         closed = False
         try:
-            if in_gevent():
+            if on_a_hub():
                 gevent.sleep(0)  # the streams that are ready to run now join this flight
             self._close(key)
             closed = True

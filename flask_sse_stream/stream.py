@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import gevent
-
-from .concurrency import GeventWaker, Home, ThreadWaker, in_gevent, new_waker, thread_ident
+from .concurrency import GeventWaker, Home, ThreadWaker, later, new_waker, thread_ident
 from .event import Event
 from .stats import Counters
 
@@ -253,14 +250,8 @@ def end_gracefully(streams: list[Stream]) -> None:
     """
     for stream in streams:
         stream.close(hangup=True)
-    if not streams:
-        return
-    if in_gevent():
-        gevent.spawn_later(GRACE, _cut_unfinished, streams)
-    else:
-        timer = threading.Timer(GRACE, _cut_unfinished, (streams,))
-        timer.daemon = True
-        timer.start()
+    if streams:
+        later(GRACE, _cut_unfinished, streams)
 
 
 def _cut_unfinished(streams: list[Stream]) -> None:

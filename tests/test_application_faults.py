@@ -42,6 +42,7 @@ app = Flask(__name__)
 app.config.update(SSE_REDIS_URL=url, SSE_KEEPALIVE=60)
 sse = SSE(app)
 watcher = redis.Redis.from_url(url)
+watcher_port = watcher.connection_pool.connection_kwargs["port"]
 stream = open_stream(app.test_client()).__enter__()
 
 def pubsub_connections():
@@ -112,3 +113,58 @@ def test_senders_timed_out_or_killed_mid_send_leave_one_subscription_and_the_str
     # One subscription after every round, never resubscribed: its stream stayed open and got the last event.
     assert outcome["counts"] == [1] * 8, outcome
     assert outcome["reconnects"] == 0 and outcome["stream_open"], outcome
+
+
+SHORT_LIVED_THREADS = r"""
+import gc
+import os
+
+from gevent.hub import Hub
+from gevent.monkey import get_original
+
+start_new_thread = get_original("_thread", "start_new_thread")
+allocate_lock = get_original("_thread", "allocate_lock")
+
+import psutil
+
+def resources():
+    # Open files but the connections to Redis (the pool grows up to its size as it is used), and hubs.
+    gc.collect()
+    to_redis = [c for c in psutil.Process().net_connections() if c.raddr and c.raddr.port == watcher_port]
+    return len(os.listdir("/proc/self/fd")) - len(to_redis), sum(isinstance(o, Hub) for o in gc.get_objects())
+
+def in_threads(threads, call):
+    # Native OS threads (as a thread pool or a C library makes them) that call at once, then end.
+    left = [allocate_lock() for _ in range(threads)]
+    for done in left:
+        done.acquire()
+        start_new_thread(lambda done=done: (call(), done.release()), ())
+    for done in left:
+        gevent.get_hub().threadpool.apply(done.acquire)
+
+def send():
+    sse.send_new_event(data="from a thread", id=True)
+
+in_threads(4, send)
+before = resources()
+for round in range(500 // 16):
+    in_threads(16, send)
+ended = []
+for round in range(5):
+    doomed = open_stream(app.test_client(), channel="doomed").__enter__()
+    in_threads(2, lambda: sse.end_streams(channel="doomed"))
+    try:
+        doomed.next_event(timeout=10)
+        ended.append(False)
+    except EOFError:
+        ended.append(True)
+report(before=before, after=resources(), ended=ended, stream_open=still_open())
+"""
+
+
+def test_short_lived_os_threads_that_send_or_end_streams_leave_no_hub_and_no_file_descriptor_behind(
+    redis_server: RedisServer,
+) -> None:
+    outcome = run_script(SHORT_LIVED_THREADS, redis_server)
+    assert outcome["after"] == outcome["before"], outcome
+    assert outcome["ended"] == [True] * 5 and outcome["stream_open"], outcome
