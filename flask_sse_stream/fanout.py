@@ -7,6 +7,7 @@ Delivering never blocks and never waits on a client.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections import deque
@@ -143,16 +144,29 @@ class Fanout:
     def close_where(self, matches: Callable[[Stream], bool], hangup: bool = False) -> list[Stream]:
         return self.close((stream for stream in self.streams() if matches(stream)), hangup)
 
-    def end(self, ending: Ending) -> int:
-        """End the streams ``ending`` matches, on an event boundary (their clients ask again); how many."""
+    def end(self, ending: Ending, arrived: float | None = None) -> int:
+        """End the streams ``ending`` matches, on an event boundary (their clients ask again); how many.
+
+        ``arrived`` (``time.monotonic()``, now by default): when the ending
+        was made, for one that arrives late; the streams whose authorization
+        began after that are left alone.
+        """
         now = time.monotonic()
+        arrived = now if arrived is None else min(arrived, now)
         with self._lock:
             endings = self._endings
-            endings.append((now, ending))
+            if endings and endings[-1][0] > arrived:
+                bisect.insort(endings, (arrived, ending), key=lambda remembered: remembered[0])
+            else:
+                endings.append((arrived, ending))
             while endings and (len(endings) > MAX_ENDINGS or endings[0][0] < now - REMEMBER_ENDINGS):
                 self._forgotten = max(self._forgotten, endings.popleft()[0])
             candidates = self._all if ending.channel is None else self._channels.get(ending.channel, {})
-            matched = [stream for stream in candidates if ending.matches(stream.channels, stream.subjects)]
+            matched = [
+                stream
+                for stream in candidates
+                if stream.since <= arrived and ending.matches(stream.channels, stream.subjects)
+            ]
         end_gracefully(matched)
         self.counters.streams_ended += len(matched)
         if matched:

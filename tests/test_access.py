@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from flask import request
@@ -21,6 +23,7 @@ from flask_sse_stream import Admission
 from flask_sse_stream.core import core_of
 from tests.support.chunked import dechunk, read_to_the_end
 from tests.support.client import StreamClient
+from tests.support.redis_server import RedisServer
 from tests.support.streams import until_end
 from tests.support.waiting import wait_until
 
@@ -107,10 +110,23 @@ def test_a_stream_ends_on_an_event_boundary_when_ended_under_a_flood(guarded, cl
     assert re.fullmatch(rb"(data: x{500}\d+\n\n)*", body), f"not whole events: ...{body[-80:]!r}"
 
 
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    server = RedisServer(tmp_path)
+    yield server.url
+    server.stop()
+
+
+@pytest.mark.parametrize("ended_in", ["in-process", "redis, this worker", "redis, another worker"])
 def test_a_stream_whose_authorization_was_under_way_when_its_subject_was_ended_does_not_open(
-    make_app, serve, client_for
+    make_app, serve, client_for, request: pytest.FixtureRequest, ended_in: str
 ) -> None:
-    app, sse = make_app()
+    # On Redis the worker is cold: it has never opened a stream, so it has no
+    # subscription yet when the ending is sent (by another worker, or by itself).
+    config = {} if ended_in == "in-process" else {"SSE_REDIS_URL": request.getfixturevalue("redis_url")}
+    app, sse = make_app(**config)
+    other_worker = make_app(**config) if ended_in == "redis, another worker" else (app, sse)
+    ender = other_worker[1]
     entered, release, verdicts = threading.Event(), threading.Event(), []
 
     @sse.authorize
@@ -127,7 +143,7 @@ def test_a_stream_whose_authorization_was_under_way_when_its_subject_was_ended_d
     thread = threading.Thread(target=lambda: opening.append(StreamClient(port, "/stream")))
     thread.start()
     assert entered.wait(10)
-    sse.end_streams(subject="alice")  # arrives while the authorizer works on a stale answer
+    ender.end_streams(subject="alice")  # arrives while the authorizer works on a stale answer
     release.set()
     thread.join(10)
     (client,) = opening

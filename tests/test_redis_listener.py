@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from flask_sse_stream import SSE
+from flask_sse_stream import SSE, Admission
 from flask_sse_stream.backends import redis_listener
+from flask_sse_stream.core import core_of
 from tests.support.redis_proxy import RedisProxy
 from tests.support.redis_server import RedisServer, ids_from_one
 from tests.support.streams import until_end
@@ -191,3 +192,31 @@ def test_a_subscription_that_receives_nothing_after_subscribing_is_made_again(
     # Subscribed again on a connection that works, it catches the stream up (or ends it).
     got = [message.data for message in client.events(1, timeout=20)]
     assert got == ["after"], got
+
+
+def test_an_ending_that_comes_twice_ends_only_the_streams_open_when_it_first_came(
+    redis_server, make_app, serve, client_for
+) -> None:
+    # A subscription that comes back reads the endings it missed, and may receive
+    # the same ending on the subscription too: a stream authorized in between
+    # (the client came back at once) must not end for it a second time.
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url)
+    other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
+
+    @sse.authorize
+    def admit(channel: str) -> object:
+        return Admission(subject="alice")
+
+    port = serve(app).port
+    first = client_for(port)
+    assert first.status == 200
+    elsewhere.end_streams(subject="alice")
+    first.wait_closed(10)
+    again = client_for(port)
+    assert again.status == 200
+    with redis_server.client() as direct:
+        (stored,) = direct.lrange("{sse}:endings", 0, -1)
+    core_of(app).backend.endings.on_message(stored)  # what the catch-up of a subscription that came back reads
+    sse.send_new_event(data="still open", id=True)
+    assert again.next_event().data == "still open"
+    elsewhere.close()

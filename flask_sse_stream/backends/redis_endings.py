@@ -7,17 +7,22 @@ the process already holds. Every other process's listener receives it in
 order with the events and ends its matching streams. A listener that lost
 its subscription reads, once subscribed again, the endings it missed; if
 more were sent than are kept, it ends every stream (each client asks again
-and its authorizer decides).
+and its authorizer decides). A process subscribing for the first time (its
+first stream is being authorized) takes the endings of the last
+:data:`~flask_sse_stream.fanout.REMEMBER_ENDINGS` seconds, each as if it had
+arrived when Redis took it: a stream whose authorization began before that
+ends as it opens.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from ..access import Ending
-from ..fanout import Fanout
+from ..fanout import REMEMBER_ENDINGS, Fanout
 from . import redis_scripts
 from .redis_connection import RedisConnections
 
@@ -57,25 +62,40 @@ class Endings:
         self._connections.call("end the streams", lambda: self._end(keys=keys, args=args))
         return ended
 
-    def on_message(self, value: bytes) -> None:
-        """An ending published by some process: ``<seq> <origin> <json>``."""
+    def on_message(self, value: bytes, arrived: float | None = None) -> None:
+        """An ending published by some process, ``<seq> <origin>@<ms> <json>``; once, however often it comes.
+
+        A subscription that comes back may read an ending from the store of
+        endings and receive it too: ending its streams again would end those
+        authorized in between for nothing.
+        """
         seq, origin, data = value.split(b" ", 2)
-        self.seen = max(self.seen, int(seq))
-        if origin.decode() != self.origin:
-            self._fanout.end(Ending.decode(data))
+        number = int(seq)
+        if number <= self.seen:
+            return
+        self.seen = number
+        if origin.partition(b"@")[0].decode() != self.origin:
+            self._fanout.end(Ending.decode(data), arrived)
 
     def catch_up(self) -> None:
-        """Subscribed (again): end what the endings sent meanwhile match. The first time, only learn where they are."""
+        """Subscribed (again): end what the endings sent meanwhile match; the first time, those of the last minute."""
         known = self.seen
-        seq, entries = self._connections.call(
+        seq, entries, now_ms = self._connections.call(
             "read the endings", lambda: self._read(keys=self._keys, args=[max(known, 0)])
         )
-        seq = int(seq)
-        if known < 0 or seq == known:
+        seq, now = int(seq), time.monotonic()  # now: no earlier than when Redis read its clock
+        if known < 0:
+            self.seen = 0
+            for entry in reversed(entries):
+                age = (int(now_ms) - int(entry.split(b" ", 2)[1].partition(b"@")[2] or 0)) / 1000
+                if age <= REMEMBER_ENDINGS:
+                    self.on_message(entry, now - age)
             self.seen = seq
             return
+        if seq == known:
+            return
         if seq < known:
-            known = 0  # Redis lost its data (and every stream ends for that): all it holds is new
+            known = self.seen = 0  # Redis lost its data (and every stream ends for that): all it holds is new
         if seq - known > len(entries):
             log.warning("missed more than %d end_streams calls while resubscribing: every stream ends", KEPT)
             self._fanout.end_all_streams()

@@ -157,11 +157,14 @@ if ARGV[3] ~= '' then redis.call(ARGV[4], KEYS[4], '\\nmark\\n' .. ARGV[3]) end
 return result
 """
 
-#: end_streams: remembered for subscriptions that come back, and published.
+#: end_streams: remembered for subscriptions that come back, and published, as
+#: ``<seq> <origin>@<Redis time in ms> <json>``.
 #: KEYS: ending, endings, control. ARGV: the ending's JSON, origin, publish command, how many to keep.
 END = """
 local seq = redis.call('INCR', KEYS[1])
-local entry = seq .. ' ' .. ARGV[2] .. ' ' .. ARGV[1]
+local t = redis.call('TIME')
+local ms = string.format('%.0f', t[1] * 1000 + math.floor(t[2] / 1000))
+local entry = seq .. ' ' .. ARGV[2] .. '@' .. ms .. ' ' .. ARGV[1]
 redis.call('LPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 redis.call(ARGV[3], KEYS[3], '\\nend\\n' .. entry)
@@ -169,13 +172,15 @@ return seq
 """
 
 #: The endings after ``known`` (all it holds if the count is below it). KEYS: ending, endings.
-#: ARGV: known. Returns {seq, entries newest first}.
+#: ARGV: known. Returns {seq, entries newest first, Redis time in ms}.
 ENDINGS = """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
 local known = tonumber(ARGV[1])
-if seq == known then return {seq, {}} end
-if seq < known then return {seq, redis.call('LRANGE', KEYS[2], 0, -1)} end  -- Redis lost data
-return {seq, redis.call('LRANGE', KEYS[2], 0, seq - known - 1)}
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if seq == known then return {seq, {}, now} end
+if seq < known then return {seq, redis.call('LRANGE', KEYS[2], 0, -1), now} end  -- Redis lost data
+return {seq, redis.call('LRANGE', KEYS[2], 0, seq - known - 1), now}
 """
 
 #: A process's open streams per channel. KEYS: counts, its counts hash. ARGV: process, ttl_ms,
