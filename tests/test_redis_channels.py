@@ -8,10 +8,14 @@ last one closes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from flask_sse_stream.core import core_of
 from tests.support.client import StreamClient
@@ -105,7 +109,7 @@ def test_a_command_on_a_subscription_redis_ended_raises_connection_error_and_end
     subscription = Subscription(connections, CONTROL)
     subscription.send("SUBSCRIBE", CONTROL, "{sse}:c:a")
     assert len(subscription.read(5)) == 2
-    channels = ChannelSubscriptions(lambda channel: f"{{sse}}:c:{channel}", "SUBSCRIBE", "UNSUBSCRIBE")
+    channels = ChannelSubscriptions(lambda channel: f"{{sse}}:c:{channel}", "SUBSCRIBE", "UNSUBSCRIBE", lambda _: False)
     channels.held.add("a")
     channels.attach(subscription)
     with redis_server.client() as client:
@@ -114,9 +118,67 @@ def test_a_command_on_a_subscription_redis_ended_raises_connection_error_and_end
     with pytest.raises(ConnectionError, match="could not send SUBSCRIBE"):
         for n in range(50):
             subscription.send("SUBSCRIBE", f"{{sse}}:c:x{n}")
-    assert channels.release(["a"], lambda channel: False) == ["a"]  # no error: the next connection holds what is held
+    assert channels.release(["a"]) == ["a"]  # no error: the next connection holds what is held
     with pytest.raises(ConnectionError):
         while subscription.read(5):
             pass
     subscription.close()
     connections.close()
+
+
+def open_streams_channels(sse) -> set[str]:
+    return {CONTROL} | {f"{{sse}}:c:{channel}" for stream in sse.connections for channel in stream.channels}
+
+
+def test_a_stream_that_gave_up_on_its_subscription_while_redis_was_down_leaves_nothing_subscribed(
+    redis_server, make_app, serve, client_for
+) -> None:
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url, SSE_KEEPALIVE=0.2)
+    try:
+        port = serve(app).port
+        assert client_for(port, "/stream?channel=news").status == 200
+        redis_server.stop()
+        lonely = client_for(port, "/stream?channel=lonely")  # waits for its subscription, then gives up
+        lonely.wait_closed(15)
+        assert sse.connections[0].channels == ("news",) and len(sse.connections) == 1
+        redis_server.start()
+        wait_until(lambda: sse.stats["redis_reconnects"] == 1, 15, "the subscription made again")
+        wait_until(lambda: channels_subscribed(redis_server) == open_streams_channels(sse), 5, "only what streams use")
+    finally:
+        sse.close()
+
+
+def test_a_channel_whose_stream_gave_up_while_redis_stalled_is_not_held_once_redis_answers(
+    tmp_path, make_app, serve, client_for
+) -> None:
+    server = RedisServer(tmp_path, extra_args=["--enable-debug-command", "local"])
+    app, sse = make_app(SSE_REDIS_URL=server.url, SSE_KEEPALIVE=0.2)
+    try:
+        port = serve(app).port
+        assert client_for(port, "/stream?channel=news").status == 200
+        stall = threading.Thread(target=sleep, args=(server, 8))
+        stall.start()
+        wait_until(lambda: stall_seen(server), 5, "Redis asleep")
+        stalled = client_for(port, "/stream?channel=stalled")  # asks, is not confirmed in time, gives up
+        stalled.wait_closed(15)
+        stall.join(15)
+        wait_until(lambda: channels_subscribed(server) == open_streams_channels(sse), 5, "only what streams use")
+    finally:
+        sse.close()
+        server.stop()
+
+
+def sleep(server: RedisServer, seconds: int) -> None:
+    """DEBUG SLEEP: Redis answers nobody for ``seconds`` (once: redis-py would time out at 5 s and send it again)."""
+    with redis.Redis(port=server.port, socket_timeout=None, retry=Retry(NoBackoff(), 0)) as client:
+        client.execute_command("DEBUG", "SLEEP", str(seconds))
+
+
+def stall_seen(server: RedisServer) -> bool:
+    """Whether Redis is asleep: a PING gets no answer within 0.2 s."""
+    with redis.Redis(port=server.port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)) as client:
+        try:
+            client.ping()
+        except redis.TimeoutError:
+            return True
+        return False

@@ -69,7 +69,7 @@ class RedisBackend:
         #: Per-channel subscriptions, or None when each process subscribes to every event of the app.
         self.channels: ChannelSubscriptions | None = None
         if settings.redis_subscribe == "channels":
-            self.channels = ChannelSubscriptions(self.pubsub_name, self.subscribe_command, unsubscribe)
+            self.channels = ChannelSubscriptions(self.pubsub_name, self.subscribe_command, unsubscribe, fanout.serves)
             self.control_key = self.key("control")
         else:
             self.control_key = self.key("events")
@@ -149,7 +149,7 @@ class RedisBackend:
         if listener is None:
             return
         if self.channels is not None:
-            gone = self.channels.release(channels, self.fanout.serves)
+            gone = self.channels.release(channels)
         else:
             gone = [channel for channel in channels if not self.fanout.serves(channel)]
         listener.forget(gone)

@@ -6,7 +6,9 @@ last one closes, on its one subscription connection. A stream that opens on a
 channel new to this process waits until Redis has confirmed the subscription,
 so it is subscribed before it reads the store. While the connection is down,
 the channels held stay held: the listener subscribes to them again and
-catches their streams up. Safe from greenlets and threads; the commands go out
+catches their streams up. A channel whose stream gave up waiting (Redis down,
+or stalled past the wait) is not asked for again, and one that Redis
+confirms after its stream has gone is unsubscribed at once. Safe from greenlets and threads; the commands go out
 on the connection under a lock, and the listener reads the confirmations.
 """
 
@@ -22,8 +24,12 @@ from .redis_subscription import Subscription
 
 
 class ChannelSubscriptions:
-    def __init__(self, pubsub_name: Callable[[str], str], subscribe: str, unsubscribe: str) -> None:
+    def __init__(
+        self, pubsub_name: Callable[[str], str], subscribe: str, unsubscribe: str, served: Callable[[str], bool]
+    ) -> None:
         self._name = pubsub_name
+        #: Whether a stream of this process serves a channel (or is opening on it).
+        self._served = served
         self._subscribe, self._unsubscribe = subscribe, unsubscribe
         # A gevent lock in a monkey-patched process: a send may yield under it.
         self._lock = threading.Lock()
@@ -52,28 +58,45 @@ class ChannelSubscriptions:
                 self._waiting.setdefault(channel, []).append(waker)
             self._ask([channel for channel in new if channel not in self._asked])
         deadline = time.monotonic() + CONNECT_TIMEOUT + COMMAND_TIMEOUT
-        while True:
-            waker.clear()
-            with self._lock:
-                if all(channel in self.held for channel in new):
-                    return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ConnectionError(f"Redis did not confirm the subscription of {', '.join(new)} in time")
-            waker.wait(left)
+        try:
+            while True:
+                waker.clear()
+                with self._lock:
+                    if all(channel in self.held for channel in new):
+                        return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ConnectionError(f"Redis did not confirm the subscription of {', '.join(new)} in time")
+                waker.wait(left)
+        finally:
+            self._stop_waiting(new, waker)
 
-    def release(self, channels: Iterable[str], still_served: Callable[[str], bool]) -> list[str]:
+    def _stop_waiting(self, channels: list[str], waker: GeventWaker | ThreadWaker) -> None:
+        """``waker`` no longer waits (confirmed, given up, killed): a channel nobody waits for is not asked again."""
+        with self._lock:
+            for channel in channels:
+                waiting = self._waiting.get(channel)
+                if waiting is not None and waker in waiting:
+                    waiting.remove(waker)
+                    if not waiting:
+                        del self._waiting[channel]
+
+    def release(self, channels: Iterable[str]) -> list[str]:
         """Unsubscribe from the channels of ``channels`` that no stream here serves any more; those."""
         with self._lock:
-            gone = [channel for channel in channels if channel in self.held and not still_served(channel)]
-            self.held.difference_update(gone)
-            self._asked.difference_update(gone)
-            if gone and self._subscription is not None:
-                try:
-                    self._subscription.send(self._unsubscribe, *self.names(gone))
-                except ConnectionError:
-                    pass  # the connection is ending: the next one subscribes to what is held
+            gone = [channel for channel in channels if channel in self.held and not self._served(channel)]
+            self._drop(gone)
             return gone
+
+    def _drop(self, channels: list[str]) -> None:
+        """Under the lock: unsubscribe from ``channels`` (if connected; a new connection will not subscribe them)."""
+        self.held.difference_update(channels)
+        self._asked.difference_update(channels)
+        if channels and self._subscription is not None:
+            try:
+                self._subscription.send(self._unsubscribe, *self.names(channels))
+            except ConnectionError:
+                pass  # the connection is ending: the next one subscribes to what is held
 
     def to_subscribe(self, served: Iterable[str]) -> list[str]:
         """For a new connection: the channels to subscribe to with the control channel (held, asked for, served)."""
@@ -104,8 +127,13 @@ class ChannelSubscriptions:
             channel = self._channel_of(name)
             if channel is None:
                 return
+            waiting = self._waiting.pop(channel, ())
+            if not waiting and not self._served(channel):
+                # Its stream gave up (Redis stalled past the wait, or was down) and has gone.
+                self._drop([channel])
+                return
             self.held.add(channel)
-            for waker in self._waiting.pop(channel, ()):
+            for waker in waiting:
                 waker.wake()
 
     def _channel_of(self, name: bytes) -> str | None:
