@@ -220,3 +220,26 @@ def test_an_ending_that_comes_twice_ends_only_the_streams_open_when_it_first_cam
     sse.send_new_event(data="still open", id=True)
     assert again.next_event().data == "still open"
     elsewhere.close()
+
+
+def test_a_live_only_event_sent_while_the_subscription_came_back_keeps_its_place_before_later_events(
+    redis_server, serve, client_for, proxied
+) -> None:
+    # Subscribed again, the listener reads the store to catch its streams up.
+    # Events sent before that read come both in the read (the id'd ones) and
+    # on the new subscription: each must reach the stream once, in the order
+    # sent, the live-only one too.
+    proxy, app, sse, elsewhere = proxied()
+    client = client_for(serve(app).port)
+    assert sse.send_new_event(data="before", id=True) == 1
+    assert client.next_event().data == "before"
+
+    proxy.hold_before(b"{sse}:store:sse")  # the catch-up's read
+    kill_the_subscription(redis_server, proxy)
+    elsewhere.send_new_event(data="live, first")
+    elsewhere.send_new_event(data="stored, second", id=True)
+    elsewhere.send_new_event(data="live, third")
+    proxy.release()
+
+    got = [(m.id, m.data) for m in until_end(client, sse)]
+    assert got == [(None, "live, first"), (2, "stored, second"), (None, "live, third")]

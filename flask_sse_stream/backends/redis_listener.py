@@ -10,8 +10,10 @@ before the marker are known to be in that read and those after it to be
 newer (:mod:`.redis_recovery`).
 
 - If Redis kept its data, the open streams get what they missed from the
-  store (the catch-up), each event once, in id order; the streams of a
-  channel that missed what the store cannot bring back end cleanly.
+  store (the catch-up), each event once, in id order: delivered when the
+  marker comes back, together with what the subscription received until
+  then, so that a live-only event keeps its place among them; the streams of
+  a channel that missed what the store cannot bring back end cleanly.
 - If Redis lost data (its counter is below what some process has seen: that
   process moves it past, and reports the ids that may be lost), or what the
   streams missed has left the store, every open stream ends cleanly: its
@@ -43,6 +45,7 @@ log = logging.getLogger("flask_sse_stream.redis")
 _MESSAGE = (b"message", b"smessage")
 _SUBSCRIBED = (b"subscribe", b"ssubscribe")
 _UNSUBSCRIBED = (b"unsubscribe", b"sunsubscribe")
+_LIVE = (None, None, None, None)
 
 #: Seconds the catch-up's marker may take to come back through the subscription.
 MARKER_WAIT = COMMAND_TIMEOUT
@@ -104,20 +107,19 @@ class Listener(Runner):
         lost = backend.counter.move_past(backend.counter.seen)
         first = not self._recovered
         ended = not first and self._cannot_catch_up(facts, lost)
-        caught_up: dict[str, set[int]] = {}
+        catch_up = None
         if ended:
             url = backend.connections.url
             log.warning("Redis at %s lost data: open streams end and resume from their last id", url)
             self._fanout.end_all_streams()
             self.delivered = max(self.delivered, backend.counter.seen)
         elif not first:
+            # Delivered at the marker, in order with what the subscription receives until then.
             stored = dict(zip(channels, seqs.stored, strict=True))
-            for channel, event in missed(self.delivered, facts, channels):
-                seq = stored[channel].get(event.id or 0, 0)
-                caught_up.setdefault(channel, set()).add(seq)
-                if seq > self._seq.get(channel, seq):
-                    self._seq[channel] = seq
-                self._deliver(channel, event)
+            catch_up = [
+                (channel, event, stored[channel].get(event.id or 0, 0))
+                for channel, event in missed(self.delivered, facts, channels)
+            ]
         if not first:
             self._fanout.counters.redis_reconnects += 1
             log.warning("resubscribed to Redis at %s", backend.connections.url)
@@ -126,8 +128,8 @@ class Listener(Runner):
         check = not (first or ended)
         self._window = Window(
             marker.encode(), facts.last_id, covered, backend.max_history > 0,
-            before=dict(self._seq) if check else {}, caught_up=caught_up,
-            at_read=dict(zip(channels, seqs.now, strict=True)), due=time.monotonic() + MARKER_WAIT,
+            before=dict(self._seq) if check else {}, at_read=dict(zip(channels, seqs.now, strict=True)),
+            due=time.monotonic() + MARKER_WAIT, catch_up=catch_up,
         )  # fmt: skip
         self._recovered, self._lost_logged = True, False
         self._handled_lost = max(self._handled_lost, lost)
@@ -194,9 +196,17 @@ class Listener(Runner):
         return True
 
     def _in_window(self, payload: bytes, window: Window) -> None:
-        """An event that came between the catch-up's read and its marker: delivered unless the read had it."""
+        """An event that came before the catch-up's marker: held back for the catch-up, or delivered unless
+        the read had it."""
         channel, id, seq, frame = payload.split(b"\n", 3)
         name = channel.decode()
+        if window.catch_up is not None:
+            if not self._fanout.serves(name):
+                return
+            event = Event(int(id), None, None, None, frame_with_id(int(id), frame)) if id else Event(*_LIVE, frame)
+            if not window.hold(name, event, int(seq)):
+                raise ConnectionError("the catch-up's marker did not come back before too many events did")
+            return
         if name in self._seq:
             self._seq[name] = int(seq)
         if not id:
@@ -209,6 +219,14 @@ class Listener(Runner):
         window = self._window
         if kind == b"mark" and window is not None and value == window.token:
             self._window = None
+            if window.catch_up is not None:
+                for channel, event, seq in window.in_order():
+                    if channel in self._seq and seq > self._seq[channel]:
+                        self._seq[channel] = seq
+                    if event.id is None:
+                        self._fanout.deliver(channel, event)
+                    elif event.id > self.delivered:
+                        self._deliver(channel, event)
             missed_something = set(window.channels_that_missed_something())
             if missed_something:
                 log.warning("events of %s were sent while the Redis subscription was down: their streams resume",

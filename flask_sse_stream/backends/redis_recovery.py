@@ -17,6 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..event import Event
+
+#: Bytes of events a catch-up holds back until its marker comes (more: it starts again).
+MAX_HELD = 8 << 20
+
 
 class Seqs(NamedTuple):
     """What a read of the store tells of each channel's sequence, beside the facts the replay needs."""
@@ -46,6 +51,30 @@ class Window:
     first: dict[str, int] = field(default_factory=dict)
     #: When the marker should have come back (time.monotonic()).
     due: float = float("inf")
+    #: The catch-up: the stored events the streams missed (channel, event, seq), in id order, and the
+    #: messages received before the marker, held back until it comes; None: no catch-up, nothing held.
+    catch_up: list[tuple[str, Event, int]] | None = None
+    held: list[tuple[str, Event, int]] = field(default_factory=list)
+    held_size: int = 0
+
+    def hold(self, channel: str, event: Event, seq: int) -> bool:
+        """Hold a message back until the marker; False once more than :data:`MAX_HELD` bytes are held."""
+        self.saw(channel, seq)
+        self.held.append((channel, event, seq))
+        self.held_size += len(event.frame)
+        return self.held_size <= MAX_HELD
+
+    def in_order(self) -> list[tuple[str, Event, int]]:
+        """At the marker: the catch-up, in the order it was sent, each event once.
+
+        The stored events that were not received (sent before the subscription
+        was made) come first, then every message received before the marker.
+        """
+        received = {event.id for _, event, _ in self.held if event.id is not None}
+        earlier = [item for item in self.catch_up or () if item[1].id not in received]
+        for channel, _, seq in earlier:
+            self.caught_up.setdefault(channel, set()).add(seq)
+        return earlier + self.held
 
     def in_read(self, channel: str, id: int, seq: int) -> bool:
         """Whether a message that came before the marker is in the read (so the streams have it already)."""
