@@ -55,7 +55,7 @@ class StreamInfo:
 class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
-        "finished", "pending", "_limit", "_waker", "_socket", "upto", "writer", "counters",
+        "finished", "too_slow", "pending", "_limit", "_waker", "_socket", "upto", "writer", "counters",
     )  # fmt: skip
 
     def __init__(
@@ -89,6 +89,8 @@ class Stream:
         self.hangup = False
         #: Set once its response has ended (the WSGI server closed the body).
         self.finished = False
+        #: Set when it was cut for falling more than ``queue_size`` events behind.
+        self.too_slow = False
         #: The events queued for it and not yet written, oldest first (at most ``queue_size``).
         self.pending: deque[Event] = deque()
         self._limit = queue_size
@@ -102,6 +104,10 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"<Stream channels={self.channels!r} remote_addr={self.remote_addr!r}>"
+
+    @property
+    def queue_size(self) -> int:
+        return self._limit
 
     def info(self) -> StreamInfo:
         return StreamInfo(self.channels, self.remote_addr, self.started_at)
@@ -119,13 +125,10 @@ class Stream:
         pending = self.pending
         pending.append(event)
         if len(pending) > self._limit:
+            # Logged when its response ends (StreamBody.close), not here: a logging handler may block
+            # or yield, and a sender delivers to every stream under the store's lock, or in the hub.
             self.counters.slow_clients_dropped += 1
-            log.info(
-                "disconnected a stream of %s from %s: more than %d events behind",
-                ", ".join(self.channels),
-                self.remote_addr,
-                self._limit,
-            )
+            self.too_slow = True
             self.abort()
         elif (writer := self.writer) is not None and thread == writer.thread:
             if not writer.dirty:  # the per-delivery path, inlined: mark it for the loop's next turn

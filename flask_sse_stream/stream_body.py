@@ -108,7 +108,11 @@ class StreamBody(Iterator[bytes]):
         stream.finished = True
         self._ended(stream)
         stream.close()
-        log.debug("closed a stream of %s for %s", ", ".join(stream.channels), stream.remote_addr)
+        channels = ", ".join(stream.channels)
+        if stream.too_slow:
+            log.info("disconnected a stream of %s from %s: more than %d events behind",
+                     channels, stream.remote_addr, stream.queue_size)  # fmt: skip
+        log.debug("closed a stream of %s for %s", channels, stream.remote_addr)
         if stream.hangup:
             # The server has written the end of the response by now (WSGI
             # calls close() last): end the connection too.

@@ -97,10 +97,10 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-def run_script(body: str, redis_server: RedisServer, seed: int = 0) -> dict[str, Any]:
+def run_script(body: str, redis_server: RedisServer, seed: int = 0, timeout: float = 120) -> dict[str, Any]:
     done = subprocess.run(
         [PYTHON, "-c", PRELUDE + body, redis_server.url, str(seed)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])  # type: ignore[no-any-return]
@@ -168,3 +168,73 @@ def test_short_lived_os_threads_that_send_or_end_streams_leave_no_hub_and_no_fil
     outcome = run_script(SHORT_LIVED_THREADS, redis_server)
     assert outcome["after"] == outcome["before"], outcome
     assert outcome["ended"] == [True] * 5 and outcome["stream_open"], outcome
+
+
+BLOCKING_LOG_HANDLER = r"""
+import logging
+import re
+import socket
+
+from gevent.pywsgi import WSGIServer
+
+class NetworkHandler(logging.Handler):
+    # A handler that yields, as one that sends its records over a (patched) socket does.
+    def emit(self, record):
+        gevent.sleep(0.05)
+
+logging.getLogger("flask_sse_stream").addHandler(NetworkHandler())
+logging.getLogger("flask_sse_stream").setLevel(logging.INFO)
+memory = Flask("memory")
+memory.config.update(SSE_QUEUE_SIZE=4, SSE_KEEPALIVE=60)
+memory_sse = SSE(memory)
+server = WSGIServer(("127.0.0.1", 0), memory, log=None)
+server.start()
+
+def connect(buffer=None):
+    sock = socket.socket()
+    if buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer)
+    sock.connect(("127.0.0.1", server.server_port))
+    sock.sendall(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+def read_ids(sock, ids):
+    # Appends the ids of the events in the order received, until the stream ends; what is scanned is
+    # dropped (but for the start of a line that may go on in the next read).
+    buffer = bytearray()
+    while data := sock.recv(1 << 16):
+        buffer += data
+        end = 0
+        for match in re.finditer(rb"\nid: (\d+)\n", buffer):
+            ids.append(int(match[1]))
+            end = match.end() - 1
+        del buffer[: max(end, len(buffer) - 40)]
+
+slow = connect(buffer=4096)  # never reads: cut once 4 events behind
+received = [[], []]
+readers = [gevent.spawn(read_ids, connect(), ids) for ids in received]
+gevent.sleep(0.2)
+sent = []
+
+def sender(n):
+    # Each event once the readers have had the one before (they keep up; the slow one cannot).
+    for i in range(30):
+        while any(len(ids) < len(sent) for ids in received):
+            gevent.sleep(0.001)
+        sent.append(memory_sse.send_new_event(data="x" * 500_000, id=True))
+        gevent.sleep(0)
+
+gevent.joinall([gevent.spawn(sender, n) for n in range(2)], timeout=30)
+while any(len(ids) < 60 for ids in received) and not all(reader.dead for reader in readers):
+    gevent.sleep(0.01)
+report(received=received, dropped=memory_sse.stats["slow_clients_dropped"])
+"""
+
+
+def test_a_log_handler_that_yields_while_a_slow_client_is_cut_delays_no_other_stream(
+    redis_server: RedisServer,
+) -> None:
+    # On main the process hung for good: the handler yielded under the in-process store's lock.
+    outcome = run_script(BLOCKING_LOG_HANDLER, redis_server, timeout=60)
+    assert outcome["received"] == [list(range(1, 61))] * 2, outcome
+    assert outcome["dropped"] == 1, outcome
