@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from flask import Flask
 from flask_sse_stream import SSE, Admission
 from flask_sse_stream.backends import redis_listener
 from flask_sse_stream.core import core_of
+from tests.support.internals import streams_of
 from tests.support.redis_proxy import RedisProxy
 from tests.support.redis_server import RedisServer, ids_from_one
 from tests.support.streams import until_end
@@ -243,3 +245,33 @@ def test_a_live_only_event_sent_while_the_subscription_came_back_keeps_its_place
 
     got = [(m.id, m.data) for m in until_end(client, sse)]
     assert got == [(None, "live, first"), (2, "stored, second"), (None, "live, third")]
+
+
+def test_a_live_only_event_received_while_a_new_channel_reads_its_store_is_not_taken_for_missed(
+    redis_server, serve, client_for, proxied
+) -> None:
+    # The first stream of a channel here reads the store; before its answer
+    # arrives, the subscription receives a live-only event of the channel (and
+    # queues it for the stream). The sequence the read brings is then older than
+    # what the subscription has: a resubscribe must not take that event for one
+    # the stream missed and end it.
+    proxy, app, sse, elsewhere = proxied()
+    port = serve(app).port
+    assert client_for(port, "/stream?channel=other").status == 200  # the subscription is up
+    elsewhere.send_new_event(data="stored first", id=True, channel="n")
+    proxy.hold_reply(b"stored first")  # the stream's read of the store has run; its answer waits
+    opening: list[Any] = []
+    thread = threading.Thread(target=lambda: opening.append(client_for(port, "/stream?channel=n")))
+    thread.start()
+    assert proxy.holding.wait(10)
+    elsewhere.send_new_event(data="live, while it read", channel="n")
+    wait_until(lambda: any(stream.pending for stream in streams_of(app)), what="the live event queued for the stream")
+    proxy.release()
+    thread.join(10)
+    (client,) = opening
+    assert [m.data for m in client.events(2)] == ["stored first", "live, while it read"]
+
+    with redis_server.client() as direct:
+        direct.client_kill_filter(_type="pubsub")
+    wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
+    assert [m.data for m in until_end(client, sse, "n")] == []  # still open, nothing missed

@@ -71,7 +71,8 @@ class Listener(Runner):
     def note_seqs(self, channels: Sequence[str], seqs: Sequence[int]) -> None:
         """A stream read the store of ``channels`` (subscribed already): their seqs then, for channels new here.
 
-        A channel already held keeps the last seq the subscription received:
+        A channel that has received something since its first stream was added
+        keeps the last seq the subscription received:
         the streams open on it have that, not what a newer stream read (the
         subscription may be down, or messages still on their way), and a gap
         after it must still be noticed for them.
@@ -187,12 +188,16 @@ class Listener(Runner):
             self.delivered = number
             self._backend.counter.saw(number)
         name = channel.decode()
-        if name in self._seq:
-            self._seq[name] = int(seq)
-        if not id:
-            self._fanout.deliver(name, Event(None, None, None, None, frame))
-        elif self._fanout.serves(name):  # most messages, with per-user channels, are for other processes
+        if not self._fanout.serves(name):  # most messages, with per-user channels, are for other processes
+            if name in self._seq:
+                self._seq[name] = int(seq)
+            return True
+        # What the subscription has of a channel served here, even before its first stream's read is noted.
+        self._seq[name] = int(seq)
+        if id:
             self._fanout.deliver(name, Event(number, None, None, None, frame_with_id(number, frame)))
+        else:
+            self._fanout.deliver(name, Event(None, None, None, None, frame))
         return True
 
     def _in_window(self, payload: bytes, window: Window) -> None:
@@ -207,7 +212,7 @@ class Listener(Runner):
             if not window.hold(name, event, int(seq)):
                 raise ConnectionError("the catch-up's marker did not come back before too many events did")
             return
-        if name in self._seq:
+        if name in self._seq or self._fanout.serves(name):
             self._seq[name] = int(seq)
         if not id:
             window.saw(name, int(seq))

@@ -67,6 +67,7 @@ class RedisProxy:
         self._armed: bytes | None = None
         self._before = False
         self._reply_armed: bytes | None = None
+        self._reply_before = False
         self._lock = threading.Lock()
         self.holding = threading.Event()
         self._released = threading.Event()
@@ -91,7 +92,15 @@ class RedisProxy:
         """Arm it: the next reply to a client with ``text`` in it goes through; what Redis sends that client after
         it is held back until ``release()``: a connection that stays up but receives nothing more."""
         with self._lock:
-            self._reply_armed = text
+            self._reply_armed, self._reply_before = text, False
+            self._released.clear()
+            self.holding.clear()
+
+    def hold_reply(self, text: bytes) -> None:
+        """As :meth:`hold_replies_after`, but the reply with ``text`` in it is held too: the command has run in
+        Redis, and its client does not know the answer yet."""
+        with self._lock:
+            self._reply_armed, self._reply_before = text, True
             self._released.clear()
             self.holding.clear()
 
@@ -120,13 +129,17 @@ class RedisProxy:
     def _pipe(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while data := source.recv(65536):
-                target.sendall(data)
                 with self._lock:
                     hold = self._reply_armed is not None and self._reply_armed in data
+                    before = hold and self._reply_before
                     if hold:
                         self._reply_armed = None
-                        self.holding.set()
-                if hold:
+                if before:
+                    self.holding.set()
+                    self._released.wait(30)
+                target.sendall(data)
+                if hold and not before:
+                    self.holding.set()
                     self._released.wait()
         except OSError:
             pass
