@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_PUBLISH_TIMEOUT": 10,
     "SSE_METRICS": True,
     "SSE_METRICS_CHANNELS": 20,
+    "SSE_RECONNECT_SPREAD": 5,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -87,6 +88,8 @@ class Settings:
     metrics: object = True
     #: Channels named in the per-channel metrics; the others are summed.
     metrics_channels: int = 20
+    #: Seconds over which the clients of streams ended for a planned reason come back; 0: off.
+    reconnect_spread: float = 5.0
 
 
 #: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.
@@ -147,6 +150,7 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         publish_timeout=_positive_number("SSE_PUBLISH_TIMEOUT", values["publish_timeout"]),
         metrics=_metrics(values["metrics"]),
         metrics_channels=_int_at_least("SSE_METRICS_CHANNELS", values["metrics_channels"], 0),
+        reconnect_spread=_seconds_or_zero("SSE_RECONNECT_SPREAD", values["reconnect_spread"]),
     )
     config["SSE_URL_PREFIX"] = settings.url_prefix  # the path as served: "/events/" is "/events"
     return settings

@@ -11,13 +11,14 @@ import bisect
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from .access import Ending, describe
-from .concurrency import allocate_lock, thread_ident
+from .concurrency import allocate_lock, later, thread_ident
 from .event import Event
+from .replay import ReplayPlan, StoreFacts, in_band
 from .stats import Counters
-from .stream import Stream, end_gracefully
+from .stream import GRACE, Stream
 
 log = logging.getLogger("flask_sse_stream")
 
@@ -87,7 +88,7 @@ class Fanout:
                 self._targets.pop(channel, None)
             self.version += 1
             if stream.since and (self._endings or self._forgotten) and self._ended_meanwhile(stream):
-                stream.close()  # its opening answers with an empty stream: the client asks again
+                stream.close(planned=True)  # its opening answers with an empty stream: the client asks again
                 self.counters.streams_ended += 1
         return True
 
@@ -134,11 +135,44 @@ class Fanout:
         for stream in targets:
             stream.push(event, thread)
 
+    def deliver_except(self, channel: str, event: Event, skip: set[Stream]) -> None:
+        """:meth:`deliver`, but not to the streams of ``skip``."""
+        thread = thread_ident()
+        with self._lock:
+            targets = list(self._channels.get(channel, ()))
+        for stream in targets:
+            if stream not in skip:
+                stream.push(event, thread)
+
+    def reset_in_band(
+        self, streams: Iterable[Stream], facts: StoreFacts, read: Sequence[str], reset: Event, keeps_history: bool
+    ) -> set[Stream]:
+        """Tell ``streams``, which may have missed events, on their own connections; those told.
+
+        Each gets the reset event, then the whole store of its channels (from
+        ``facts``, a read of ``read``), then live events: what its client would
+        get if it came back, without coming back. One this cannot tell (no
+        store, or a channel the read lacks) ends, and its client resumes.
+        """
+        plans: dict[tuple[str, ...], ReplayPlan | None] = {}
+        told = set()
+        for stream in streams:
+            if stream.channels not in plans:
+                plans[stream.channels] = in_band(facts, read, stream.channels, keeps_history)
+            plan = plans[stream.channels]
+            if plan is None or not plan.reset:
+                stream.close()
+            else:
+                stream.restart([reset, *plan.events], plan.upto)
+                told.add(stream)
+        self.counters.resets_sent += len(told)
+        return told
+
     def close(self, streams: Iterable[Stream], hangup: bool = False) -> list[Stream]:
         """End ``streams`` cleanly; the ones it ended."""
         ended = list(streams)
         for stream in ended:
-            stream.close(hangup)
+            stream.close(hangup, planned=hangup)
         return ended
 
     def close_where(self, matches: Callable[[Stream], bool], hangup: bool = False) -> list[Stream]:
@@ -176,3 +210,21 @@ class Fanout:
     def end_all_streams(self) -> None:
         """Every stream ends cleanly; its client resumes from its last id (the store may have lost data)."""
         self.close(self.streams())
+
+
+def end_gracefully(streams: list[Stream]) -> None:
+    """End ``streams`` and their connections; cut those still writing :data:`GRACE` seconds later.
+
+    A stream whose client stopped reading cannot finish its write: its
+    connection is cut, so that nothing waits on it.
+    """
+    for stream in streams:
+        stream.close(hangup=True, planned=True)
+    if streams:
+        later(GRACE, _cut_unfinished, streams)
+
+
+def _cut_unfinished(streams: list[Stream]) -> None:
+    for stream in streams:
+        if not stream.finished:
+            stream.abort()

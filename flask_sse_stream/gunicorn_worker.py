@@ -24,7 +24,7 @@ from typing import Any
 
 from .backends.memory import MemoryBackend
 from .core import SSECore, all_cores
-from .stream import end_gracefully
+from .fanout import end_gracefully
 
 log = logging.getLogger("flask_sse_stream")
 

@@ -4,7 +4,9 @@ Backends report facts about their store (:class:`StoreFacts`); :func:`plan`
 decides which stored events a stream gets, whether the reset event comes
 first, and up to which id queued copies of events are dropped. A stream that
 opens asks it, and so does a process whose Redis subscription comes back
-(its open streams resume from the last id it delivered).
+(its open streams resume from the last id it delivered, or, when they may
+have missed events, get :func:`in_band`: the reset event and the store, on
+their own connections).
 """
 
 from __future__ import annotations
@@ -70,6 +72,24 @@ def plan(after: int | None, facts: StoreFacts, keeps_history: bool) -> ReplayPla
     reset = any(after < facts.forgotten_below if gone is None else gone > after for gone in facts.gone)
     events = _merged(facts, after)
     return ReplayPlan(reset, events, max(after, events[-1].id or 0) if events else after)
+
+
+def in_band(facts: StoreFacts, read: Sequence[str], channels: Sequence[str], keeps_history: bool) -> ReplayPlan | None:
+    """What an open stream of ``channels`` that may have missed events gets on its own connection.
+
+    As if its client had come back with an id the store can no longer serve:
+    the reset event, then the whole store of its channels, from ``facts``
+    (the read of ``read``); nothing without a store. None if ``read`` lacks
+    one of ``channels``.
+    """
+    if not keeps_history:
+        return ReplayPlan(False, [], 0)
+    index = {channel: n for n, channel in enumerate(read)}
+    if any(channel not in index for channel in channels):
+        return None
+    stored = tuple(facts.stored[index[channel]] for channel in channels)
+    events = [event for event in merge(*stored, key=_id)] if len(stored) > 1 else list(stored[0])
+    return ReplayPlan(True, events, facts.last_id)
 
 
 def missed(after: int, facts: StoreFacts, channels: Sequence[str]) -> list[tuple[str, Event]]:

@@ -27,7 +27,8 @@ from .config import cors_origins as check_cors_origins
 from .core import SSECore, core_of
 from .event import show
 from .extension import SSE
-from .stream import GRACE, end_gracefully
+from .fanout import end_gracefully
+from .stream import GRACE
 from .stream_view import stream_response
 
 log = logging.getLogger("flask_sse_stream.server")

@@ -59,7 +59,7 @@ class DirectWriter:
         if not self.idle or stream.closed:
             return  # the writer is busy writing: it takes the rest itself
         pending = stream.pending
-        if len(pending) == 1 and not stream.upto:
+        if len(pending) == 1 and not stream.upto and stream.resumed is None:
             # The common case: one event, framed once for all the streams of this flush.
             try:
                 event = pending.popleft()
@@ -88,7 +88,7 @@ class DirectWriter:
             self.partial = data[sent:]
             self.idle = False
             stream.waker().wake()
-        elif pending:
+        elif pending or stream.resumed is not None:
             stream.waker().wake()  # more than one write's worth was queued: the writer takes the rest
 
     def take_chunk(self, timeout: float, keepalive: bytes) -> bytes | None:

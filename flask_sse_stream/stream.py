@@ -12,13 +12,14 @@ connection itself (the client sees a network error, never a cut event).
 from __future__ import annotations
 
 import logging
+import random
 import socket
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .concurrency import GeventWaker, Home, ThreadWaker, later, new_waker, thread_ident
+from .concurrency import GeventWaker, Home, ThreadWaker, new_waker, thread_ident
 from .event import Event
 from .stats import Counters
 
@@ -55,7 +56,8 @@ class StreamInfo:
 class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
-        "finished", "too_slow", "pending", "_limit", "_waker", "_socket", "upto", "writer", "counters",
+        "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
+        "writer", "counters",
     )  # fmt: skip
 
     def __init__(
@@ -69,6 +71,7 @@ class Stream:
         subjects: frozenset[str] = frozenset(),
         deadline: float | None = None,
         since: float = 0.0,
+        spread: float = 0.0,
     ) -> None:
         self.channels = channels
         self.remote_addr = remote_addr
@@ -93,6 +96,12 @@ class Stream:
         self.too_slow = False
         #: The events queued for it and not yet written, oldest first (at most ``queue_size``).
         self.pending: deque[Event] = deque()
+        #: Written before ``pending`` (see :meth:`restart`): what was queued, the reset event, the store.
+        self.resumed: deque[Event] | None = None
+        #: Seconds over which the clients of streams ended for a planned reason come back
+        #: (``SSE_RECONNECT_SPREAD``), and the ``retry:`` block written last when it is so ended.
+        self.spread = spread
+        self.farewell: bytes | None = None
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
@@ -177,7 +186,7 @@ class Stream:
         if not self.closed:
             self.counters.streams_expired += 1
             log.debug("a stream of %s for %s reached its deadline", ", ".join(self.channels), self.remote_addr)
-            self.close()
+            self.close(planned=True)
         return True
 
     def drain(self) -> list[Event]:
@@ -186,6 +195,8 @@ class Stream:
         One write takes at most that much (or one larger event): what a
         client that stops reading holds is one piece, not its whole queue.
         """
+        if (resumed := self.resumed) is not None:
+            return self._drain_resumed(resumed)
         pending = self.pending
         events = []
         size = 0
@@ -207,15 +218,51 @@ class Stream:
                 self.upto = 0
         return events
 
-    def close(self, hangup: bool = False) -> None:
+    def restart(self, first: list[Event], upto: int) -> None:
+        """Serve ``first`` (the reset event, the store) in-band, after what is queued; from the listener's thread.
+
+        Events queued later with an id up to ``upto`` are copies of ``first``'s: dropped.
+        """
+        pending, old = self.pending, self.upto
+        queued = []
+        while pending:  # popleft is atomic: an event the writer takes meanwhile is written before these
+            event = pending.popleft()
+            if not old or event.id is None or event.id > old:
+                queued.append(event)
+        self.resumed = deque(queued + first)
+        self.upto = upto
+        if (writer := self.writer) is not None and thread_ident() == writer.thread:
+            if not writer.dirty:
+                writer.dirty = True
+                writer.flusher.mark(writer)
+        elif self._waker is not None:
+            self._waker.wake()
+
+    def _drain_resumed(self, resumed: deque[Event]) -> list[Event]:
+        events, size = [], 0
+        while resumed and size < PIECE:
+            event = resumed.popleft()
+            events.append(event)
+            size += len(event.frame)
+        if not resumed:
+            self.resumed = None
+        return events
+
+    def close(self, hangup: bool = False, planned: bool = False) -> None:
         """End the stream after the write its writer has begun; from any greenlet or thread.
 
         With ``hangup``, the connection closes too once the response has ended,
-        so that the client reconnects elsewhere instead of reusing it.
+        so that the client reconnects elsewhere instead of reusing it. A
+        ``planned`` end (shutdown, ``end_streams``, an expiry) first tells the
+        client a ``retry:`` drawn in ``spread``, so that the clients of streams
+        ended together do not all come back at once.
         """
+        if planned and not self.closed:
+            self.farewell = farewell(self.spread)
         self.hangup = self.hangup or hangup
         self.closed = True
         self.pending.clear()
+        self.resumed = None
         if self._waker is not None:
             self._waker.wake()
 
@@ -237,27 +284,15 @@ class Stream:
         return True
 
 
+def farewell(spread: float) -> bytes | None:
+    """A ``retry:`` block drawn in ``spread`` seconds, the last thing a stream ended for a planned reason
+    sends (None when ``spread`` is 0): its client comes back within that time, at a moment of its own."""
+    return b"retry: %d\n\n" % random.randint(0, int(spread * 1000)) if spread else None
+
+
 def shutdown(sock: Any) -> None:
     """End a client's connection both ways, whoever is blocked on it; quiet if it is gone already."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
-
-
-def end_gracefully(streams: list[Stream]) -> None:
-    """End ``streams`` and their connections; cut those still writing :data:`GRACE` seconds later.
-
-    A stream whose client stopped reading cannot finish its write: its
-    connection is cut, so that nothing waits on it.
-    """
-    for stream in streams:
-        stream.close(hangup=True)
-    if streams:
-        later(GRACE, _cut_unfinished, streams)
-
-
-def _cut_unfinished(streams: list[Stream]) -> None:
-    for stream in streams:
-        if not stream.finished:
-            stream.abort()

@@ -67,7 +67,10 @@ class StreamBody(Iterator[bytes]):
             raise StopIteration
         events = self._stream.take(self._keepalive)
         if events is None:
-            raise StopIteration
+            farewell, self._stream.farewell = self._stream.farewell, None
+            if farewell is None:
+                raise StopIteration
+            return farewell
         if not events:
             return KEEPALIVE
         if len(events) == 1:
@@ -102,6 +105,11 @@ class StreamBody(Iterator[bytes]):
                 return
             self._counters.bytes_written += len(data)
             writer.wrote()
+        if stream.farewell is not None:
+            try:
+                sock.sendall(chunk(stream.farewell))
+            except OSError:
+                pass  # the client is gone
 
     def close(self) -> None:
         stream = self._stream
@@ -122,8 +130,8 @@ class StreamBody(Iterator[bytes]):
 class Hangup(Iterator[bytes]):
     """A stream that ends after its opening and closes its connection."""
 
-    def __init__(self, sock: Any) -> None:
-        self._first: bytes | None = OPENING + b"\n"
+    def __init__(self, sock: Any, farewell: bytes | None = None) -> None:
+        self._first: bytes | None = OPENING + b"\n" + (farewell or b"")
         self._socket = sock
 
     def __next__(self) -> bytes:

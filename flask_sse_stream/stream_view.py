@@ -17,7 +17,7 @@ from .config import CorsOrigins
 from .core import SSECore
 from .event import reset_frame
 from .gunicorn_worker import shutting_down
-from .stream import Stream
+from .stream import Stream, farewell
 from .stream_body import OPENING, Hangup, StreamBody
 from .stream_request import (
     BadRequest,
@@ -78,7 +78,7 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
         return Response(status=200, headers=headers)
     sock = socket_of(request.environ)
     stream = Stream(channels, address, core.settings.queue_size, sock, server, core.counters,
-                    admitted.subjects, deadline, since)  # fmt: skip
+                    admitted.subjects, deadline, since, core.settings.reconnect_spread)  # fmt: skip
     return _open(core, stream, sock, resume_point(request.environ, query), headers)
 
 
@@ -90,7 +90,7 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
     if shutting_down():
         # This worker is ending: open the stream and end it at once, so the
         # browser reconnects (with Last-Event-ID) to a worker that stays.
-        return _hangup(sock, headers)
+        return _hangup(sock, headers, farewell(settings.reconnect_spread))
     per_client = settings.max_connections_per_client
     if not core.fanout.add(stream, settings.max_connections, per_client):
         address = request.remote_addr
@@ -117,7 +117,7 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
         # Ended before it opened (end_streams, a shutdown): nothing goes out,
         # and the client asks again, to be authorized again.
         core.close_stream(stream)
-        return _hangup(sock, headers)
+        return _hangup(sock, headers, stream.farewell)
     log.debug("opened a stream of %s for %s", ", ".join(stream.channels), request.remote_addr)
     first = [OPENING]
     if settings.retry is not None:
@@ -130,9 +130,10 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
     return Response(body, status=200, headers=headers, direct_passthrough=True)
 
 
-def _hangup(sock: object, headers: dict[str, str]) -> Response:
-    """200, an opening, the end: the browser reconnects (with Last-Event-ID) after its retry time."""
-    return Response(Hangup(sock), status=200, headers=headers, direct_passthrough=True)
+def _hangup(sock: object, headers: dict[str, str], farewell: bytes | None = None) -> Response:
+    """200, an opening (and a ``retry:``, for a planned end), the end: the browser reconnects (with
+    Last-Event-ID) after its retry time."""
+    return Response(Hangup(sock, farewell), status=200, headers=headers, direct_passthrough=True)
 
 
 def _refused(core: SSECore, reason: str, message: str, *args: object) -> None:

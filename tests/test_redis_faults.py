@@ -212,7 +212,7 @@ def test_after_a_restart_without_persistence_ids_go_on_and_open_streams_resume_w
 
     # The counter goes past every id given before: no id is given twice.
     assert_ids_went_past([id for id, _ in after + end], before[-1][0])
-    # The store was lost: open streams end, and resume with the reset event, then each new event once.
+    # The store was lost: open streams get the reset event in-band, then each new event once.
     items = browser.read_until_data("end1")
     browser.close()
     assert RESET in items, items

@@ -12,6 +12,7 @@ not hold a worker that is told to stop.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -39,6 +40,12 @@ def frame(id: int, data: str) -> bytes:
     return b"id: %d\ndata: %s\n\n" % (id, data.encode())
 
 
+def split_retry(body: bytes) -> tuple[bytes, int | None]:
+    """The body without the ``retry:`` block a planned end writes last (SSE_RECONNECT_SPREAD), and its value."""
+    match = re.search(rb"retry: (\d+)\n\n\Z", body)
+    return (body[: match.start()], int(match[1])) if match else (body, None)
+
+
 def not_reading(port: int) -> StreamClient:
     """A stream whose client reads its opening and then nothing, with a small receive buffer."""
     client = StreamClient(port, "/stream", recv_buffer=4096)
@@ -54,8 +61,10 @@ def test_sigterm_right_after_a_partial_direct_write_ends_the_stream_after_the_wh
 
     body, ended = dechunk(read_to_the_end(client.sock, client._raw))
     client.close()
+    body, retry = split_retry(body)
     assert frame(1, big).startswith(body), f"the body is not whole events: ...{body[-80:]!r}{gunicorn.why()}"
     assert ended and body == frame(1, big), f"{len(body)} of {len(frame(1, big))} bytes{gunicorn.why()}"
+    assert retry is not None and 0 <= retry <= 5000, "a planned end spreads its client's reconnection"
     wait_until(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE)
 
 

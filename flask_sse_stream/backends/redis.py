@@ -56,6 +56,7 @@ class RedisBackend:
             raise ValueError("the Redis backend needs SSE_REDIS_URL")
         self.fanout = fanout
         self.max_history = settings.max_history
+        self.reset_event = settings.reset_event
         self._prefix = settings.redis_prefix
         self._ttl_ms = int(settings.history_ttl * 1000) if settings.history_ttl else 0
         self._tombstone_ms = int(settings.tombstone_ttl * 1000)

@@ -16,14 +16,17 @@ newer (:mod:`.redis_recovery`).
   a channel that missed what the store cannot bring back end cleanly.
 - If Redis lost data (its counter is below what some process has seen: that
   process moves it past, and reports the ids that may be lost), or what the
-  streams missed has left the store, every open stream ends cleanly: its
-  client resumes with ``Last-Event-ID`` through the replay decision, which
-  sends the reset event where the stream cannot be served exactly.
+  streams missed has left the store, every open stream is told in-band, on
+  its own connection: the reset event, the whole store of its channels, then
+  live events (``Fanout.reset_in_band``), so that no client reconnects for
+  it. So are the streams of a channel that missed what the store could not
+  bring back. Without a store (``SSE_MAX_HISTORY = 0``) no reset is sent:
+  those streams end cleanly, and their clients resume.
 
 While running, an id at or below the last one delivered means the counter
 went back under a process that had not seen the higher ids: the counter is
-moved past them, and the control message that reports it ends the streams
-that may have missed something, in every process.
+moved past them, and the control message that reports it makes every
+process read the store again and tell its streams in-band.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..event import Event, frame_with_id
+from ..event import Event, frame_with_id, reset_frame
 from ..replay import StoreFacts, missed, plan
+from ..stream import Stream
 from .redis_connection import COMMAND_TIMEOUT
 from .redis_recovery import Window
-from .redis_runner import Runner, Subscriber
+from .redis_runner import Resync, Runner, Subscriber
 
 log = logging.getLogger("flask_sse_stream.redis")
 
@@ -54,6 +58,7 @@ MARKER_WAIT = COMMAND_TIMEOUT
 class Listener(Runner):
     def __init__(self, backend: Subscriber) -> None:
         super().__init__(backend)
+        self._reset = Event(None, None, None, None, reset_frame(backend.reset_event))
         # What it delivered, across runners: the highest id, the last seq of
         # each channel served here, whether it ever read the store, the highest
         # `lost` it has acted on; and the last recovery's read until its marker.
@@ -102,18 +107,23 @@ class Listener(Runner):
         backend = self._backend
         channels = held if backend.channels is not None else self._fanout.channels()
         marker = os.urandom(8).hex()
+        seen = backend.counter.seen  # before the read: what this process sends meanwhile is in it or after it
         facts, seqs = backend.read(channels, marker)
         backend.endings.catch_up()
         # If Redis lost data, the counter goes past what was given.
-        lost = backend.counter.move_past(backend.counter.seen)
+        lost = backend.counter.move_past(seen)
         first = not self._recovered
         ended = not first and self._cannot_catch_up(facts, lost)
         catch_up = None
-        if ended:
-            url = backend.connections.url
-            log.warning("Redis at %s lost data: open streams end and resume from their last id", url)
+        told, url = ended and backend.max_history > 0, backend.connections.url
+        if told:
+            log.warning("Redis at %s lost data: open streams get the reset event and the store", url)
+            self._fanout.reset_in_band(self._fanout.streams(), facts, channels, self._reset, True)
+        elif ended:  # nothing stored: no reset event can be sent, the streams end
+            log.warning("Redis at %s lost data: open streams end and resume", url)
             self._fanout.end_all_streams()
-            self.delivered = max(self.delivered, backend.counter.seen)
+        if ended:
+            self.delivered = max(self.delivered, seen, facts.last_id)
         elif not first:
             # Delivered at the marker, in order with what the subscription receives until then.
             stored = dict(zip(channels, seqs.stored, strict=True))
@@ -130,7 +140,7 @@ class Listener(Runner):
         self._window = Window(
             marker.encode(), facts.last_id, covered, backend.max_history > 0,
             before=dict(self._seq) if check else {}, at_read=dict(zip(channels, seqs.now, strict=True)),
-            due=time.monotonic() + MARKER_WAIT, catch_up=catch_up,
+            due=time.monotonic() + MARKER_WAIT, catch_up=catch_up, facts=facts, read=tuple(channels), told=told,
         )  # fmt: skip
         self._recovered, self._lost_logged = True, False
         self._handled_lost = max(self._handled_lost, lost)
@@ -214,6 +224,8 @@ class Listener(Runner):
             return
         if name in self._seq or self._fanout.serves(name):
             self._seq[name] = int(seq)
+        if window.told:
+            return  # sent before the read that every stream was told
         if not id:
             window.saw(name, int(seq))
             self._fanout.deliver(name, Event(None, None, None, None, frame))
@@ -224,19 +236,7 @@ class Listener(Runner):
         window = self._window
         if kind == b"mark" and window is not None and value == window.token:
             self._window = None
-            if window.catch_up is not None:
-                for channel, event, seq in window.in_order():
-                    if channel in self._seq and seq > self._seq[channel]:
-                        self._seq[channel] = seq
-                    if event.id is None:
-                        self._fanout.deliver(channel, event)
-                    elif event.id > self.delivered:
-                        self._deliver(channel, event)
-            missed_something = set(window.channels_that_missed_something())
-            if missed_something:
-                log.warning("events of %s were sent while the Redis subscription was down: their streams resume",
-                            ", ".join(sorted(missed_something)))  # fmt: skip
-                self._fanout.close_where(lambda stream: not missed_something.isdisjoint(stream.channels))
+            self._at_marker(window)
             self.delivered = max(self.delivered, window.last_id)
             for channel, seq in window.at_read.items():
                 if seq > self._seq.get(channel, seq):
@@ -245,11 +245,33 @@ class Listener(Runner):
             self._backend.endings.on_message(value)
         elif kind == b"lost":
             lost = int(value)
-            if lost > self._handled_lost:
-                self._handled_lost = lost
-                if lost >= self.delivered:
-                    log.warning("ids up to %d may have been lost in Redis: open streams end and resume", lost)
-                    self._fanout.end_all_streams()
+            if lost > self._handled_lost and lost >= self.delivered:
+                # Read the store again, as after a lost subscription: its streams are told in-band.
+                raise Resync(f"ids up to {lost} may have been lost in Redis")
+            self._handled_lost = max(self._handled_lost, lost)
+
+    def _at_marker(self, window: Window) -> None:
+        """The catch-up's marker came back: deliver what it held, and tell the streams that missed something."""
+        items = window.in_order() if window.catch_up is not None else []
+        missed_something = set(window.channels_that_missed_something())
+        told: set[Stream] = set()
+        if missed_something and window.facts is not None:
+            log.warning("events of %s were sent while the Redis subscription was down: their streams are reset",
+                        ", ".join(sorted(missed_something)))  # fmt: skip
+            streams = [stream for stream in self._fanout.streams() if not missed_something.isdisjoint(stream.channels)]
+            told = self._fanout.reset_in_band(streams, window.facts, window.read, self._reset, window.keeps_history)
+        for channel, event, seq in items:
+            if channel in self._seq and seq > self._seq[channel]:
+                self._seq[channel] = seq
+            if event.id is not None:
+                if event.id <= self.delivered:
+                    continue
+                self.delivered = event.id
+                self._backend.counter.saw(event.id)
+            if told:
+                self._fanout.deliver_except(channel, event, told)
+            else:
+                self._fanout.deliver(channel, event)
 
     def _deliver(self, channel: str, event: Event) -> None:
         self.delivered = event.id  # type: ignore[assignment]

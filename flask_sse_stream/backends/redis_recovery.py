@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..event import Event
+from ..replay import StoreFacts
 
 #: Bytes of events a catch-up holds back until its marker comes (more: it starts again).
 MAX_HELD = 8 << 20
@@ -56,6 +57,11 @@ class Window:
     catch_up: list[tuple[str, Event, int]] | None = None
     held: list[tuple[str, Event, int]] = field(default_factory=list)
     held_size: int = 0
+    #: The read, and its channels: what streams that missed something are told in-band.
+    facts: StoreFacts | None = None
+    read: tuple[str, ...] = ()
+    #: Every open stream was told in-band (Redis lost data): what came before the marker is theirs already.
+    told: bool = False
 
     def hold(self, channel: str, event: Event, seq: int) -> bool:
         """Hold a message back until the marker; False once more than :data:`MAX_HELD` bytes are held."""

@@ -34,6 +34,10 @@ RECONNECT_DELAYS = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 _SUBSCRIBED = (b"subscribe", b"ssubscribe")
 
 
+class Resync(ConnectionError):
+    """The subscription is made again and its streams caught up or told in-band, though nothing failed."""
+
+
 class Subscriber(Protocol):
     """What the listener needs of the Redis backend."""
 
@@ -42,6 +46,7 @@ class Subscriber(Protocol):
     control_key: str
     subscribe_command: str
     max_history: int
+    reset_event: str
     counter: Counter
     #: Per-channel subscriptions, or None when the process subscribes to the whole app.
     channels: ChannelSubscriptions | None
@@ -196,6 +201,10 @@ class Runner:
     def _failed(self, error: BaseException) -> None:
         if self._stopping:
             return  # stop() ended the connection
+        if isinstance(error, Resync):
+            log.warning("%s: reading the store again", error)
+            self._lost_logged = True
+            return
         if not isinstance(error, CONNECTION_ERRORS):
             log.error("the Redis listener failed; resubscribing", exc_info=error)
         elif self._subscribed and not self._lost_logged:
