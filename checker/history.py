@@ -160,6 +160,9 @@ class ProcessSample:
     clients: int
     #: The local ports of its sockets to Redis (to tell whose a Redis client is).
     redis_ports: list[int] = field(default_factory=list)
+    #: Socket fds in no socket table: TCP sockets whose peer has gone (RST, or FIN both ways) that the
+    #: process has not closed yet (a stream that has not noticed its client left, say).
+    unlisted: int = 0
 
 
 @dataclass

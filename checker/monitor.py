@@ -15,6 +15,8 @@ are read by :func:`hub_samples`.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ from .history import Clock, HubSample, ProcessSample, RedisSample
 
 INTERVAL = 1.0
 REDIS_TIMEOUT = 1.0
-#: Seconds the final settle may take: a stream notices its client left within SSE_KEEPALIVE (0.5 s),
+#: Seconds the final settle may take: a stream notices its client left within two SSE_KEEPALIVE (0.5 s),
 #: and a subscription that Redis's faults disturbed is made again within the library's recovery
 #: time (``check.causes.REDIS_RECOVERY``); past that, what is still held is a leak.
 SETTLE = 10.0
@@ -70,15 +72,18 @@ class Monitor(threading.Thread):
             process = psutil.Process(pid)
             t = self.clock()
             fds, threads = process.num_fds(), process.num_threads()
-            sockets = process.net_connections("tcp")
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            listed = process.net_connections("all")
+            socket_fds = _socket_fds(pid)
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied, FileNotFoundError):
             return None
+        sockets = [s for s in listed if s.type == socket.SOCK_STREAM and s.family in (socket.AF_INET, socket.AF_INET6)]
         to_redis = [s for s in sockets if s.raddr and s.raddr.port == self._redis_port]
         established = sum(1 for s in to_redis if s.status == psutil.CONN_ESTABLISHED)
         port = self.deployment.port
         clients = sum(1 for s in sockets if s.laddr.port == port and s.status != psutil.CONN_LISTEN)
         ports = sorted(s.laddr.port for s in to_redis)
-        return ProcessSample(t, pid, phase, fds, threads, len(to_redis), established, clients, ports)
+        unlisted = max(0, socket_fds - len(listed))
+        return ProcessSample(t, pid, phase, fds, threads, len(to_redis), established, clients, ports, unlisted)
 
     def _redis(self, phase: str, keys: bool) -> RedisSample | None:
         if not isinstance(self.deployment, RedisDeployment):
@@ -107,9 +112,10 @@ class Monitor(threading.Thread):
         self.sample("final", keys=True)
 
     def _let_go(self, prefix: str) -> bool:
-        """No process has a client socket, no channel's subscription is held, one subscription per process."""
+        """No process has a client socket (one whose client has gone included), no channel's subscription is held,
+        one subscription per process."""
         processes = [s for pid in self.deployment.processes() if (s := self._process(pid, "settle")) is not None]
-        if any(s.clients for s in processes):
+        if any(s.clients or s.unlisted for s in processes):
             return False
         pubsub = self._redis("settle", keys=False)
         if not isinstance(self.deployment, RedisDeployment):
@@ -118,6 +124,16 @@ class Monitor(threading.Thread):
             return False
         per_channel = f"{{{prefix}}}:c:"
         return not any(c.startswith(per_channel) for c in pubsub.channels) and len(pubsub.pubsub) <= len(processes)
+
+
+def _socket_fds(pid: int) -> int:
+    count = 0
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            count += os.readlink(f"/proc/{pid}/fd/{name}").startswith("socket:")
+        except OSError:
+            pass  # closed meanwhile
+    return count
 
 
 def _has_final(directory: Path, pid: int) -> bool:

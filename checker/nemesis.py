@@ -70,8 +70,14 @@ def draw_schedule(
     allowed = [kind for kind in KINDS[deployment] if kinds is None or kind in kinds]
     schedule: list[dict[str, Any]] = []
     at = rng.uniform(0.5, 1.5)
+    stalled_until = 0.0
     while allowed and at < seconds - 1.0:
-        kind = rng.choice(allowed)
+        # Stalls queue up in Redis: no new one until the last has ended (other faults may overlap it).
+        choices = [kind for kind in allowed if kind != "redis-stall" or at >= stalled_until]
+        if not choices:
+            at = stalled_until
+            continue
+        kind = rng.choice(choices)
         step: dict[str, Any] = {"kind": kind, "at": round(at, 3), "down": round(rng.uniform(0.1, 1.0), 3)}
         if kind == "redis-snapshot-restore":
             save_at = round(max(0.2, at - rng.uniform(0.5, 3.0)), 3)
@@ -80,6 +86,8 @@ def draw_schedule(
             step["pick"] = rng.random()
         step.update(_details(rng, kind, seconds))
         schedule.append(step)
+        if kind == "redis-stall":
+            stalled_until = at + step["down"]
         # A stall runs in a thread of its own: what follows need not wait for its end.
         at += (0 if kind == "redis-stall" else step["down"]) + rng.uniform(0.8, 2.5)
     schedule += _endings(rng, seconds, kinds)

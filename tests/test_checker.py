@@ -31,7 +31,7 @@ from checker.history import (
     RedisSample,
     Send,
 )
-from checker.report import reproduce, summary, violations_text
+from checker.report import fault_counts, reproduce, summary, violations_text
 from checker.run import plan, run
 from checker.wire import StreamReader
 
@@ -394,13 +394,34 @@ def test_the_reader_tells_a_clean_end_from_one_inside_an_event() -> None:
 
 # -- short runs against the real deployments ---------------------------------------------------------------
 
-SHORT_RUNS = [("redis", 11), ("redis", 12), ("memory", 21), ("memory", 22)]
+#: (deployment, seed, seconds, fault kinds it is narrowed to (None: all), what it must have done: the kinds
+#: of its first steps, which no slow fault before them can push past the end of the run). Between them
+#: every fault kind the nemesis and the senders draw; the second stalls Redis past the library's 5 s
+#: command timeout (runs of 8 s or more draw such stalls), in per-channel mode.
+SHORT_RUNS = [
+    ("redis", 11, 6.0, None, {"end-cold", "end-channel"}),
+    ("redis", 12, 8.0, ["redis-stall", "redis-pause", "end-channel", "end-subject"],
+     {"redis-pause", "redis-stall", "end-channel", "end-subject", "revocation"}),
+    ("redis", 14, 6.0, ["end-cold", "end-subject", "end-channel"], {"end-cold", "end-subject"}),
+    ("memory", 21, 6.0, None, {"end-cold", "end-subject"}),
+    ("memory", 22, 6.0, None, {"client-stall", "end-subject"}),
+]  # fmt: skip
+#: What every run does: the application's faults, drawn by the senders and the clients. In-process sends
+#: never yield to the hub, so a deadline or a kill fires inside a send only with Redis.
+EVERY_RUN = {"send-threads", "send-pool", "send-seq", "send-burst", "expiry"}
+WITH_REDIS = {"send-timeout", "send-kill"}
 
 
-@pytest.mark.parametrize(("deployment", "seed"), SHORT_RUNS)
-def test_short_run_finds_no_violation(deployment: str, seed: int) -> None:
-    outcome = run(plan(deployment, seed, seconds=6.0))
+@pytest.mark.parametrize(("deployment", "seed", "seconds", "faults", "done"), SHORT_RUNS)
+def test_short_run_finds_no_violation(
+    deployment: str, seed: int, seconds: float, faults: list[str] | None, done: set[str]
+) -> None:
+    outcome = run(plan(deployment, seed, seconds, faults=faults))
     violations = check(outcome.history)
     report = f"{summary(outcome.history)}\n{violations_text(violations)}\n{reproduce(outcome.history)}"
     assert not outcome.errors, f"the harness failed: {outcome.errors}\n{report}"
     assert not violations, report
+    survived = {kind.split(" (")[0] for kind in fault_counts(outcome.history)}  # "end-subject (cold)": end-subject
+    due = done | EVERY_RUN | (WITH_REDIS if deployment == "redis" else set())
+    assert due <= survived, f"the run did not do {sorted(due - survived)}\n{report}"
+    assert any(sample.phase == "final" for sample in outcome.history.processes), "no final resource sample"
