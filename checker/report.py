@@ -7,6 +7,7 @@ from collections import Counter
 
 from .history import FAILED, INDETERMINATE, OK, History
 from .model import Violation
+from .resources import other_fds
 
 #: Violations printed per kind (all are counted).
 SHOWN = 8
@@ -39,6 +40,24 @@ def fault_counts(history: History) -> Counter[str]:
     requests = {(send.via, send.request) for send in history.sends if send.request is not None}
     counts.update(f"send-{via}" for via, _ in requests)
     return +counts
+
+
+def resource_totals(history: History) -> dict[str, int]:
+    """What the resource checks judged: processes with a start and an end, samples; the worst growths seen."""
+    grown, hubs_grown, judged = 0, 0, 0
+    for pid in {s.pid for s in history.processes if s.phase == "final"}:
+        samples = [s for s in history.processes if s.pid == pid]
+        judged += 1
+        grown = max(grown, other_fds(samples[-1]) - other_fds(samples[0]))
+        hubs = [h.hubs for h in history.hubs if h.pid == pid]
+        hubs_grown = max(hubs_grown, hubs[-1] - hubs[0] if hubs else 0)
+    return {
+        "processes judged": judged,
+        "process samples": len(history.processes),
+        "redis samples": len(history.redis),
+        "worst fd growth": grown,
+        "worst hub growth": hubs_grown,
+    }
 
 
 def resources(history: History) -> str:

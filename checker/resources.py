@@ -51,7 +51,8 @@ def resource_violations(history: History) -> list[Violation]:
     return [Violation("resource-leak", why) for why in out]
 
 
-def _others(sample: ProcessSample) -> int:
+def other_fds(sample: ProcessSample) -> int:
+    """Its fds but its sockets to Redis and to clients."""
     return sample.fds - sample.redis - sample.clients
 
 
@@ -68,12 +69,12 @@ def fd_and_hub_violations(history: History) -> list[str]:
         # Its start: the first sample once the app was loaded (its first hub sample), not while it booted.
         loaded = hubs[pid][0].t if hubs[pid] else taken[0].t
         starts = [s for s in taken if s.t >= loaded and s.phase != "final"] or taken
-        if finals and _others(finals[-1]) - _others(starts[0]) > FD_SLACK:
+        if finals and other_fds(finals[-1]) - other_fds(starts[0]) > FD_SLACK:
             end, start = finals[-1], starts[0]
             out.append(
-                f"process {pid} held {end.fds} file descriptors at the end ({_others(end)} besides its"
-                f" {end.redis} sockets to Redis and {end.clients} of clients), {_others(start)} at"
-                f" {start.t:.3f} s: {_others(end) - _others(start)} more ({end.threads} threads)"
+                f"process {pid} held {end.fds} file descriptors at the end ({other_fds(end)} besides its"
+                f" {end.redis} sockets to Redis and {end.clients} of clients), {other_fds(start)} at"
+                f" {start.t:.3f} s: {other_fds(end) - other_fds(start)} more ({end.threads} threads)"
             )
     for pid, seen in hubs.items():
         finals = [h for h in seen if h.phase == "final"]
