@@ -126,6 +126,15 @@ class Monitor(threading.Thread):
         return not any(c.startswith(per_channel) for c in pubsub.channels) and len(pubsub.pubsub) <= len(processes)
 
 
+def wait_loaded(deployment: Deployment, timeout: float = 30.0) -> None:
+    """Until every process of the app has loaded it (written its first hub sample): where a run starts."""
+    deadline = time.monotonic() + timeout
+    while not all((deployment.directory / f"hubs-{pid}.jsonl").exists() for pid in deployment.processes()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the app's processes had not all loaded it after {timeout} s")
+        time.sleep(0.05)
+
+
 def _socket_fds(pid: int) -> int:
     count = 0
     for name in os.listdir(f"/proc/{pid}/fd"):

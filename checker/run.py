@@ -21,7 +21,7 @@ from pathlib import Path
 from .clients import Client
 from .deploy import PREFIX, TOKEN, Deployment, start, wait_until
 from .history import OK, Clock, History, Marker, Meta
-from .monitor import Monitor, hub_samples
+from .monitor import Monitor, hub_samples, wait_loaded
 from .nemesis import CHANNELS, DEFAULT_MAX_HISTORY, Nemesis, draw_config, draw_schedule
 from .senders import Sender, send_once
 
@@ -80,6 +80,7 @@ def run(meta: Meta) -> Outcome:
 
 
 def _drive(running: Deployment, meta: Meta) -> Outcome:
+    wait_loaded(running)  # gunicorn lists its workers before they have loaded the app
     clock = Clock()
     clients, senders = _threads(running, meta, clock)
     nemesis = Nemesis(running, meta.schedule, clients, clock)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .history import Connection, Received
+from .history import OK, Connection, Received
 from .model import INFINITY, Model, Violation, id_list, short
 
 
@@ -94,8 +94,9 @@ def live_order_violations(connection: Connection, model: Model) -> list[Violatio
     """A live-only event keeps its place among the id'd ones: none arrives after an id'd event sent after it.
 
     Judged for live-only events sent once the stream was open (one sent just
-    before may reach it after its replay), with each send's own call where
-    the app reported it, else its request.
+    before may reach it after its replay) whose send succeeded (one that timed
+    out in a stalled Redis is run when Redis resumes), with each send's own
+    call where the app reported it, else its request.
     """
     if connection.opened is None:
         return []
@@ -109,7 +110,7 @@ def live_order_violations(connection: Connection, model: Model) -> list[Violatio
             if latest is None or began > latest[0]:
                 latest = (began, event)
             continue
-        if send.with_id or send.invoke < connection.opened or latest is None:
+        if send.with_id or send.outcome != OK or send.invoke < connection.opened or latest is None:
             continue
         done = send.call_end if send.call_end is not None else send.complete
         if latest[0] > done:

@@ -181,6 +181,10 @@ def test_a_live_only_event_arriving_after_an_id_sent_after_it_is_a_reorder() -> 
     assert violation.kind == "out-of-order" and violation.data == ("live-9", "s0-5")
     in_order = connection(0, [(1, "s0-0"), (2, "s0-1"), (None, "live-9"), (6, "s0-5")], 0.5)
     assert check(History(meta(), sends, [in_order])) == []
+    # A send that failed in a stalled Redis, which ran it when it resumed: it has no place to keep.
+    live.outcome, live.status = "failed", 503
+    stalled = Fault("redis-stall", 1.9, 2.6, hits_redis=True, stalls_store=True)
+    assert check(History(meta(), sends, [stream], [stalled])) == []
 
 
 # -- why streams end, and why they are refused ---------------------------------------------------------------
