@@ -312,7 +312,8 @@ def test_a_process_holds_one_subscription_and_the_pools_connections() -> None:
     assert len(leaks(History(meta(), redis=kept))) == 2  # during the run, and at the end
     orphan = [redis(9.0, [[3, None]], "final")]
     assert "no live process holds" in leaks(History(meta(), redis=orphan))[0]
-    [pool] = leaks(History(meta(), processes=[process(2.0, 20, redis=9)]))
+    assert leaks(History(meta(), processes=[process(2.0, 20, redis=9), process(3.5, 20, redis=8)])) == []
+    [pool] = leaks(History(meta(), processes=[process(2.0, 20, redis=9), process(3.5, 20, redis=9)]))
     assert "9 connections to Redis" in pool
 
 
