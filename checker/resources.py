@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from .history import History, ProcessSample, RedisSample
+from .history import History, HubSample, ProcessSample, RedisSample
 from .model import Violation
 
 #: File descriptors a process may hold at the end beyond its start (files a library opens once, lazily).
@@ -60,10 +60,10 @@ def other_fds(sample: ProcessSample) -> int:
 
 def fd_and_hub_violations(history: History) -> list[str]:
     out = []
-    hubs = defaultdict(list)
+    hubs: dict[int, list[HubSample]] = defaultdict(list)
     for hub in history.hubs:
         hubs[hub.pid].append(hub)
-    samples = defaultdict(list)
+    samples: dict[int, list[ProcessSample]] = defaultdict(list)
     for sample in history.processes:
         samples[sample.pid].append(sample)
     for pid, taken in samples.items():
@@ -78,10 +78,10 @@ def fd_and_hub_violations(history: History) -> list[str]:
                 f" {end.redis} sockets to Redis and {end.clients} of clients), {other_fds(start)} at"
                 f" {start.t:.3f} s: {other_fds(end) - other_fds(start)} more ({end.threads} threads)"
             )
-    for pid, seen in hubs.items():
-        finals = [h for h in seen if h.phase == "final"]
-        if finals and finals[-1].hubs - seen[0].hubs > HUB_SLACK:
-            out.append(f"process {pid} held {finals[-1].hubs} gevent hubs at the end, {seen[0].hubs} at its start")
+    for pid, counted in hubs.items():
+        ends = [h for h in counted if h.phase == "final"]
+        if ends and ends[-1].hubs - counted[0].hubs > HUB_SLACK:
+            out.append(f"process {pid} held {ends[-1].hubs} gevent hubs at the end, {counted[0].hubs} at its start")
     return out
 
 
