@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from checker.check import check  # noqa: E402
-from checker.report import fault_counts, reproduce, summary, totals, violations_text  # noqa: E402
+from checker.report import fault_counts, reproduce, resource_totals, summary, totals, violations_text  # noqa: E402
 from checker.run import plan, run  # noqa: E402
 
 DEPLOYMENTS = ["redis", "memory"]
@@ -38,6 +38,8 @@ def main() -> int:
     end = time.monotonic() + args.minutes * 60
     sums: Counter[str] = Counter()
     faults: Counter[str] = Counter()
+    checked: Counter[str] = Counter()
+    worst: Counter[str] = Counter()
     found: Counter[str] = Counter()
     harness: list[str] = []
     runs = 0
@@ -51,6 +53,11 @@ def main() -> int:
         violations = check(history)
         sums.update(totals(history))
         faults.update(fault_counts(history))
+        for name, value in resource_totals(history).items():
+            if name.startswith("worst"):
+                worst[name] = max(worst[name], value)
+            else:
+                checked[name] += value
         found.update(v.kind for v in violations)
         harness += [f"{deployment} seed {seed}: {error}" for error in outcome.errors]
         print(summary(history), flush=True)
@@ -64,6 +71,7 @@ def main() -> int:
     print(f"\n== totals after {runs} runs ({args.minutes:g} min) ==")
     print(", ".join(f"{name} {count}" for name, count in sums.items()))
     print("faults survived: " + (", ".join(f"{k} {n}" for k, n in sorted(faults.items())) or "none"))
+    print("resources checked: " + ", ".join(f"{k} {n}" for k, n in [*checked.items(), *worst.items()]))
     print("violations: " + (", ".join(f"{k} {n}" for k, n in sorted(found.items())) or "0"))
     for error in harness:
         print(f"harness error: {error}")

@@ -1,31 +1,40 @@
-"""The app under test: the library's stream and publish endpoint, and a control endpoint for the senders.
+"""The app under test: the library's stream and publish endpoints, and control endpoints for the checker.
 
 ``create_app()`` reads the ``SSE_*`` keys from the environment, adds
-``X-Worker: <pid>`` to every response (the streams' too), and serves
-``POST /checker/send`` with a JSON body ``{"channel", "data", "via", "id"}``:
+``X-Worker: <pid>`` to every response (the streams' too) and ``X-Auth-Start``
+to the streams it authorized, admits streams with the authorizer of
+:mod:`.app_access`, and serves:
 
-- ``via="method"``: ``current_app.sse.send_new_event`` in the request's greenlet;
-- ``via="function"``: the module function ``send_new_event(sse, ...)``;
-- ``via="greenlet"``: a send in a greenlet of its own, joined;
-- ``via="thread"``: a send in a native OS thread (even when the process is
-  monkey-patched), joined without blocking the hub.
+- ``POST /checker/send`` with a JSON body ``{"channel", "via", "data", "id"}``
+  for one event, or ``{"channel", "via", "items": [{"data", "id"}...],
+  "threads"}`` for several; ``timeout_ms`` and ``kill_ms`` for the paths that
+  need them (see :mod:`.app_sends`). It answers ``{"results": [...], "pid"}``,
+  one outcome per event, and ``400`` for a bad ``via``;
+- ``POST /checker/end`` with ``{"channel", "subject", "revoke"}``: the
+  subject added to the revocations first if ``revoke``, then
+  ``current_app.sse.end_streams(channel=..., subject=...)``; ``503`` when it
+  raised :class:`ConnectionError`;
+- ``GET /checker/ping``: ``{"pid"}``.
 
-It answers ``{"id": n, "pid": pid}``; ``503 {"error"}`` when the send raised
-:class:`ConnectionError`; ``500 {"error", "traceback"}`` for anything else.
+With ``CHECKER_DIR`` set (the run's directory) the revocations live there
+and each process samples its gevent hubs into it.
 """
 
 from __future__ import annotations
 
 import os
-import traceback
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gevent
-import gevent.monkey
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 
 from flask_sse_stream import SSE, send_new_event
+
+from .app_access import authorizer, revoke, sample_hubs
+from .app_sends import MANY, VIAS, Call, many, single
 
 #: Environment variables copied into ``app.config``, with their types.
 CONFIG: dict[str, Callable[[str], Any]] = {
@@ -39,8 +48,8 @@ CONFIG: dict[str, Callable[[str], Any]] = {
     "SSE_RETRY": int,
     "SSE_REDIS_SUBSCRIBE": str,
 }
-VIAS = ("method", "function", "greenlet", "thread")
-Send = Callable[[], "int | None"]
+#: The longest a request's threads may be (the sender draws 4-8).
+MAX_THREADS = 16
 
 
 def create_app() -> Flask:
@@ -48,11 +57,17 @@ def create_app() -> Flask:
     for key, kind in CONFIG.items():
         if os.environ.get(key):
             app.config[key] = kind(os.environ[key])
-    SSE(app)
+    directory = Path(os.environ["CHECKER_DIR"]) if os.environ.get("CHECKER_DIR") else None
+    sse = SSE(app)
+    sse.authorize(authorizer(directory))
+    if directory is not None:
+        gevent.spawn(sample_hubs, directory)
 
     @app.after_request
     def name_the_worker(response: Response) -> Response:
         response.headers["X-Worker"] = str(os.getpid())
+        if "auth_start" in g:
+            response.headers["X-Auth-Start"] = repr(g.auth_start)
         return response
 
     @app.post("/checker/send")
@@ -61,14 +76,29 @@ def create_app() -> Flask:
         via = body.get("via", "method")
         if via not in VIAS:
             return jsonify(error=f"via must be one of {', '.join(VIAS)}, got {via!r}"), 400
+        channel = body["channel"]
+        if via in MANY:
+            calls = [_call(via, channel, item["data"], bool(item.get("id", True))) for item in body["items"]]
+            threads = min(max(int(body.get("threads", 4)), 1), MAX_THREADS)
+            deadlines = [float(ms) / 1000 for ms in body.get("timeouts_ms", [])] or None
+            results = many(via, calls, threads, deadlines)
+        else:
+            results = [single(via, _call(via, channel, body["data"], bool(body.get("id", True))), body)]
+        return jsonify(results=results, pid=os.getpid())
+
+    @app.post("/checker/end")
+    def end() -> Any:
+        body = request.get_json(force=True)
+        channel, subject = body.get("channel"), body.get("subject")
+        revoked = False
+        if body.get("revoke") and subject is not None and directory is not None:
+            revoke(directory, subject)  # first what the authorizer reads, then the streams
+            revoked = True
         try:
-            assigned = _send(via, body["channel"], body["data"], bool(body.get("id", True)))
+            current_app.sse.end_streams(channel=channel, subject=subject)  # type: ignore[attr-defined]
         except ConnectionError as error:
-            return jsonify(error=f"{type(error).__name__}: {error}", pid=os.getpid()), 503
-        except BaseException as error:  # noqa: BLE001 - the checker records it as a finding
-            text = "".join(traceback.format_exception(error))
-            return jsonify(error=f"{type(error).__name__}: {error}", traceback=text, pid=os.getpid()), 500
-        return jsonify(id=assigned, pid=os.getpid())
+            return jsonify(error=f"{type(error).__name__}: {error}", revoked=revoked, pid=os.getpid()), 503
+        return jsonify(ended=True, revoked=revoked, pid=os.getpid(), t=time.monotonic())
 
     @app.get("/checker/ping")
     def ping() -> Any:
@@ -77,47 +107,8 @@ def create_app() -> Flask:
     return app
 
 
-def _send(via: str, channel: str, data: str, with_id: bool) -> int | None:
+def _call(via: str, channel: str, data: str, with_id: bool) -> Call:
     sse = current_app.sse  # type: ignore[attr-defined]
-    if via == "method":
-        return sse.send_new_event(data=data, id=with_id, channel=channel)  # type: ignore[no-any-return]
     if via == "function":
-        return send_new_event(sse, data=data, id=with_id, channel=channel)
-
-    def call() -> int | None:
-        return sse.send_new_event(data=data, id=with_id, channel=channel)  # type: ignore[no-any-return]
-
-    if via == "greenlet":
-        return gevent.spawn(call).get()
-    return _in_native_thread(call)
-
-
-def _in_native_thread(call: Send) -> int | None:
-    """Run ``call`` in a new OS thread; wait for it without blocking the gevent hub.
-
-    ``threading.Thread`` is no way to get an OS thread in a patched process
-    (it starts through the patched ``_thread.start_new_thread``: a greenlet),
-    so this takes the originals of ``_thread``.
-    """
-    patched = gevent.monkey.is_module_patched("_thread")
-    start_new_thread = gevent.monkey.get_original("_thread", "start_new_thread")
-    done = gevent.monkey.get_original("_thread", "allocate_lock")()
-    done.acquire()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["id"] = call()
-        except BaseException as error:  # noqa: BLE001 - re-raised in the request
-            outcome["error"] = error
-        finally:
-            done.release()
-
-    start_new_thread(run, ())
-    if patched:
-        gevent.get_hub().threadpool.apply(done.acquire)  # a pool thread waits; the hub goes on
-    else:
-        done.acquire()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["id"]  # type: ignore[no-any-return]
+        return lambda: send_new_event(sse, data=data, id=with_id, channel=channel)
+    return lambda: sse.send_new_event(data=data, id=with_id, channel=channel)

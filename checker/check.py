@@ -2,19 +2,23 @@
 
 It knows nothing of how the library works: only what was sent (and what
 came of each send), what each client received, and which faults happened
-when. See ``streams`` (order, duplicates, loss), ``resets`` (unneeded resets)
-and below (what was received is explainable, ids are given once, sends do
-not fail unexpectedly, streams end on an event boundary, the final marker).
+when. See ``streams`` (order, duplicates, loss), ``resets`` (unneeded resets),
+``causes`` (endings, expiries, revocations, refusals: why streams end),
+``resources`` (what the app holds at the end, against its start) and below
+(what was received is explainable, ids are given once, sends do not fail
+unexpectedly, streams end on an event boundary, the final marker).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 
+from .causes import cause_violations
 from .history import Connection, History
 from .model import Model, Violation, short
 from .resets import reset_violations
-from .streams import loss_violations, order_violations, segments
+from .resources import resource_violations
+from .streams import live_order_violations, loss_violations, order_violations, segments
 
 #: A clean end by the server (the last chunk, or a FIN). An RST (a "network" end) is not judged: TCP
 #: discards what was in flight, so the client cannot tell where the server's writes ended.
@@ -32,12 +36,12 @@ def check(history: History) -> list[Violation]:
             out += event_violations(connection, model)
             out += reset_violations(connection, model)
             out += boundary_violations(connection, model)
-            out += status_violations(connection)
+            out += live_order_violations(connection, model)
         for segment in segments(connections, model):
             out += order_violations(segment)
             out += loss_violations(segment, model)
         out += marker_violations(connections, model)
-    return out
+    return out + cause_violations(history) + resource_violations(history)
 
 
 def send_violations(model: Model) -> list[Violation]:
@@ -120,15 +124,6 @@ def boundary_violations(connection: Connection, model: Model) -> list[Violation]
             return []
     why = f"the stream ended ({connection.ended}) inside an event or a chunk: {connection.partial[:80]!r}"
     return [Violation("cut-inside-event", why, connection.client, connection.n)]
-
-
-def status_violations(connection: Connection) -> list[Violation]:
-    """A stream request is answered 200 (even while the store is unreachable: a browser gives up on others)."""
-    if connection.opened is None or connection.status == 200:
-        return []
-    text = " ".join(connection.error.split())[:160]
-    why = f"the stream request was answered {connection.status}: {text!r}"
-    return [Violation("stream-error", why, connection.client, connection.n)]
 
 
 def marker_violations(connections: list[Connection], model: Model) -> list[Violation]:

@@ -7,6 +7,15 @@ drawn), resuming with the last id it received (``Last-Event-ID`` header or
 a while: keep reading until the server ends it, close and resume, drop the
 connection with an RST (SO_LINGER 0), stall (stop reading, with a small
 receive buffer, until the server cuts it or a timeout), or close and pause.
+
+Each connection asks for an admission (see ``checker.app_access``): the
+client's subject (most clients have one), for some connections an expiry
+0.4-3 s ahead, and an authorization delay of up to 300 ms for half of them.
+A refusal (``403``: its subject was revoked, or its expiry passed) makes it
+start again as a page that reloads would: with a new subject, resuming from
+the last id it had through ``?lastEventId=`` (as a page that keeps it in
+``sessionStorage`` does). A :class:`Probe` is one connection that the
+nemesis opens and closes itself.
 """
 
 from __future__ import annotations
@@ -16,20 +25,24 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
 from urllib.parse import urlencode
 
-from .history import Connection, Received
+from .history import Clock, Connection, Received
 from .wire import Event, StreamReader
 
 BEHAVIOURS = [("keep", 20), ("close", 25), ("rst", 15), ("stall", 15), ("pause", 25)]
 STALL_BUFFER = 4096
+#: Seconds without reading the socket that a connection records (a stall, or a thread starved under load).
+GAP = 0.2
+#: Shares of clients with a subject and of connections with an expiry or an authorization delay.
+WITH_SUBJECT, WITH_EXPIRY, WITH_DELAY = 0.8, 0.25, 0.5
 
 
 class Client(threading.Thread):
-    def __init__(
-        self, name: str, channels: list[str], rng: random.Random, port: int, clock: Callable[[], float]
-    ) -> None:
+    #: How a connection that ``stopping`` ends is recorded.
+    stopped_as = "end-of-run"
+
+    def __init__(self, name: str, channels: list[str], rng: random.Random, port: int, clock: Clock) -> None:
         super().__init__(name=name, daemon=True)
         self.client = name
         self.channels = channels
@@ -46,6 +59,11 @@ class Client(threading.Thread):
         self._lock = threading.Lock()
         self.markers: set[str] = set()  # final markers received on the current connection
         self.error: BaseException | None = None
+        self._refusals = 0
+        self.subject: str | None = f"{name}-0" if rng.random() < WITH_SUBJECT else None
+        #: (subject, channels) while a request is out and its answer has not come.
+        self.pending: tuple[str | None, list[str]] | None = None
+        self._last_read = 0.0
 
     def stall(self, seconds: float) -> None:
         """Stop reading the current connection for ``seconds`` (the nemesis's slow client)."""
@@ -72,6 +90,8 @@ class Client(threading.Thread):
     def _connection(self, behaviour: str) -> float:
         """One connection, recorded; the pause before the next."""
         via = self.rng.choice(["header", "query"]) if self.last_id is not None else None
+        if self._refusals and self.last_id is not None:
+            via = "query"  # a reloaded page: no Last-Event-ID header, the id it kept in the query
         record = Connection(
             self.client, len(self.connections), self.channels, self.last_id, via, self.clock(), behaviour
         )
@@ -80,27 +100,53 @@ class Client(threading.Thread):
             self.markers = set()
         reconnect = self.rng.uniform(0.05, 0.2)
         read_for = self.rng.uniform(0.3, 2.5)
+        self._admission(record)
         sock = socket.socket()
         if behaviour == "stall":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALL_BUFFER)
         sock.settimeout(2.0)
         try:
             sock.connect(("127.0.0.1", self.port))
-            sock.sendall(self._request(via))
+            self.pending = (record.subject, self.channels)
+            sock.sendall(self._request(via, record))
             self._read(sock, record, behaviour, time.monotonic() + read_for)
         except OSError as error:
             record.ended = f"network: {type(error).__name__}" if record.opened else f"refused: {error}"
         finally:
+            self.pending = None
             record.end = self.clock()
+            if record.opened is not None and time.monotonic() - self._last_read >= GAP:
+                record.gaps.append([self.clock.of(self._last_read), record.end])
             if record.ended == "client-rst":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
+        if record.status == 403:
+            self._refusals += 1  # start again, as a reloaded page, with a new subject
+            self.subject = f"{self.client}-{self._refusals}" if self.subject is not None else None
         if behaviour == "pause" and record.ended == "client-close":
             return reconnect + self.rng.uniform(0.5, 2.0)
         return reconnect
 
-    def _request(self, via: str | None) -> bytes:
+    def _admission(self, record: Connection) -> None:
+        """What this connection asks the app's authorizer for (nothing new at the end of the run)."""
+        expires, delay = self.rng.random() < WITH_EXPIRY, self.rng.random() < WITH_DELAY
+        seconds, wait = self.rng.uniform(0.4, 3.0), round(self.rng.uniform(0.0, 0.3), 3)
+        record.subject = self.subject
+        if self.final.is_set():
+            return
+        if expires:
+            record.expires = round(record.start + seconds, 4)
+        if delay:
+            record.delay = wait
+
+    def _request(self, via: str | None, record: Connection) -> bytes:
         query = [("channel", channel) for channel in self.channels]
+        if record.subject is not None:
+            query.append(("subject", record.subject))
+        if record.expires is not None:
+            query.append(("expires", repr(self.clock.t0 + record.expires)))
+        if record.delay:
+            query.append(("delay", str(record.delay)))
         headers = [f"Host: 127.0.0.1:{self.port}", "Accept: text/event-stream", "Cache-Control: no-cache"]
         if via == "query":
             query.append(("lastEventId", str(self.last_id)))
@@ -112,11 +158,12 @@ class Client(threading.Thread):
     def _read(self, sock: socket.socket, record: Connection, behaviour: str, until: float) -> None:
         reader = StreamReader()
         sock.settimeout(0.1)
+        self._last_read = time.monotonic()
         if behaviour == "stall":
             self._stalled = (until, until + self.rng.uniform(1.0, 3.0))
         while True:
             if self.stopping.is_set():
-                record.ended = "end-of-run"
+                record.ended = self.stopped_as
                 return
             now = time.monotonic()
             acting = not self.final.is_set()
@@ -135,6 +182,10 @@ class Client(threading.Thread):
 
     def _receive(self, sock: socket.socket, reader: StreamReader, record: Connection) -> bool:
         """Read once; False when the connection has ended."""
+        now = time.monotonic()
+        if now - self._last_read >= GAP:
+            record.gaps.append([self.clock.of(self._last_read), self.clock.of(now)])
+        self._last_read = now
         try:
             data = sock.recv(65536)
         except TimeoutError:
@@ -163,9 +214,12 @@ class Client(threading.Thread):
     def _take(self, events: list[Event], reader: StreamReader, record: Connection) -> None:
         if reader.has_head and record.opened is None:
             record.opened = self.clock()
+            self.pending = None
             record.status = reader.status
             worker = reader.headers.get("x-worker")
             record.pid = int(worker) if worker and worker.isdigit() else None
+            started = reader.headers.get("x-auth-start")
+            record.auth_start = self.clock.of(float(started)) if started else None
         now = self.clock()
         for event in events:
             record.events.append(Received(now, event.id, event.event, event.data))
@@ -174,3 +228,22 @@ class Client(threading.Thread):
             if event.data.startswith("final-") and event.id is None:
                 with self._lock:
                     self.markers.add(event.data.rsplit("-", 1)[-1])
+
+
+class Probe(Client):
+    """One connection the nemesis opens (``admission``: subject and delay) and ends by setting ``stopping``."""
+
+    stopped_as = "client-close"
+
+    def __init__(self, name: str, channels: list[str], port: int, clock: Clock, subject: str, delay: float) -> None:
+        super().__init__(name, channels, random.Random(name), port, clock)
+        self.subject, self._delay = subject, delay
+
+    def run(self) -> None:
+        try:
+            self._connection("probe")
+        except BaseException as error:  # noqa: BLE001 - reported by the run
+            self.error = error
+
+    def _admission(self, record: Connection) -> None:
+        record.subject, record.delay = self.subject, self._delay

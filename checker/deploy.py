@@ -1,9 +1,13 @@
 """The deployments under test, on free loopback ports, stopped by process group.
 
 - ``redis``: ``gunicorn -k gevent -w 4`` running ``checker.app`` on a private
-  redis-server (no persistence, ``--dir`` in the run's temporary directory);
+  redis-server (no persistence, ``--dir`` in the run's temporary directory,
+  ``DEBUG`` allowed from loopback for the nemesis's ``DEBUG SLEEP``);
 - ``memory``: the in-process store on gevent's WSGIServer, monkey-patched,
   in one subprocess (``checker.serve_memory``).
+
+Both get ``CHECKER_DIR``, the run's directory: the app keeps its revocations
+and writes its hub samples there (see ``checker.app_access``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.support.redis_server import RedisServer
 from tests.support.servers import PYTHON, ProcessServer, free_port
@@ -24,8 +31,13 @@ TOKEN = "checker-publish-token-0123456789"
 PREFIX = "sse"
 
 
-def app_env(config: dict[str, Any]) -> dict[str, str]:
-    return {key: str(value) for key, value in config.items() if value is not None}
+#: Redis 7 refuses DEBUG unless enabled; "local": from loopback connections only.
+REDIS_ARGS = ["--enable-debug-command", "local"]
+
+
+def app_env(config: dict[str, Any], directory: Path) -> dict[str, str]:
+    env = {key: str(value) for key, value in config.items() if value is not None}
+    return {**env, "CHECKER_DIR": str(directory)}
 
 
 def wait_until(condition: Any, timeout: float, what: str) -> None:
@@ -43,7 +55,7 @@ class RedisDeployment:
     def __init__(self, directory: Path, config: dict[str, Any]) -> None:
         self.directory = directory
         (directory / "redis").mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(directory / "redis")
+        self.redis = RedisServer(directory / "redis", extra_args=REDIS_ARGS)
         self.config = {**config, "SSE_REDIS_URL": self.redis.url, "SSE_REDIS_PREFIX": PREFIX}
         self.port = free_port()
         command = [
@@ -51,7 +63,8 @@ class RedisDeployment:
             "--graceful-timeout", "2", "-b", f"127.0.0.1:{self.port}", "checker.app:create_app()",
         ]  # fmt: skip
         try:
-            self.server = ProcessServer(command, self.port, env=app_env(self.config), log=directory / "gunicorn.log")
+            env = app_env(self.config, directory)
+            self.server = ProcessServer(command, self.port, env=env, log=directory / "gunicorn.log")
         except BaseException:
             self.redis.stop()
             raise
@@ -64,6 +77,10 @@ class RedisDeployment:
             return []
         return sorted(child.pid for child in children if _alive(child))
 
+    def processes(self) -> list[int]:
+        """The processes that serve the app now."""
+        return self.workers()
+
     def wait_ready(self, timeout: float = 30.0, without: int | None = None) -> None:
         """Until gunicorn runs its workers (``without`` that one, which was told to go)."""
 
@@ -73,8 +90,15 @@ class RedisDeployment:
 
         wait_until(ready, timeout, f"{WORKERS} gunicorn workers")
 
-    def redis_client(self) -> Any:
-        return self.redis.client()
+    def redis_client(self, timeout: float | None = None) -> Any:
+        """A client of the deployment's Redis (``timeout``: seconds a command may take, None: no bound).
+
+        It never retries: redis-py's default would run a ``DEBUG SLEEP`` that a kill of Redis cut again
+        on the restarted one.
+        """
+        return redis.Redis(
+            port=self.redis.port, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
 
     def log(self) -> str:
         return self.server.output
@@ -101,10 +125,13 @@ class MemoryDeployment:
         self._logs += 1
         command = [PYTHON, "-m", "checker.serve_memory", str(self.port)]
         log = self.directory / f"server-{self._logs}.log"
-        return ProcessServer(command, self.port, env=app_env(self.config), log=log)
+        return ProcessServer(command, self.port, env=app_env(self.config, self.directory), log=log)
 
     def pid(self) -> int:
         return self.server.process.pid
+
+    def processes(self) -> list[int]:
+        return [self.pid()] if self.server.process.poll() is None else []
 
     def restart(self, kill: bool) -> int:
         """Stop the server (SIGKILL, or SIGTERM and its graceful stop) and start a new one; the old pid."""

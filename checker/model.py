@@ -80,7 +80,13 @@ class Model:
         return send.outcome == FAILED and self.store_died_during(send)
 
     def store_died_during(self, send: Send) -> bool:
-        return any(f.kills_store and send.invoke <= f.start <= send.complete for f in self.history.faults)
+        """The store's process died while ``send`` was in flight, or Redis stalled (it runs the send after)."""
+        for f in self.history.faults:
+            if f.kills_store and send.invoke <= f.start <= send.complete:
+                return True
+            if f.stalls_store and send.invoke <= f.end and f.start <= send.complete:
+                return True
+        return False
 
     def lost_since(self, send: Send, t: float) -> bool:
         """A fault that loses data was not over when ``send`` was invoked, and had begun by ``t``."""

@@ -7,6 +7,7 @@ from collections import Counter
 
 from .history import FAILED, INDETERMINATE, OK, History
 from .model import Violation
+from .resources import other_fds
 
 #: Violations printed per kind (all are counted).
 SHOWN = 8
@@ -26,7 +27,51 @@ def totals(history: History) -> dict[str, int]:
 
 
 def fault_counts(history: History) -> Counter[str]:
-    return Counter(fault.kind for fault in history.faults)
+    """The faults done by the nemesis, and those of the application: endings, expiries, timeouts, kills, threads."""
+    counts = Counter(fault.kind for fault in history.faults)
+    for ending in history.endings:
+        kind = "end-subject" if ending.subject is not None else "end-channel"
+        counts[f"{kind} ({ending.aim})"] += 1
+        counts["revocation"] += ending.revoked
+    counts["expiry"] += sum(1 for c in history.connections if c.expires is not None and c.status == 200)
+    for send in history.sends:  # a timeout that fired, a kill that came before the send returned
+        if send.via in ("timeout", "kill", "burst") and (send.error or "").startswith(("Timeout", "GreenletExit")):
+            counts["send-kill" if send.via == "kill" else "send-timeout"] += 1
+    requests = {(send.via, send.request) for send in history.sends if send.request is not None}
+    counts.update(f"send-{via}" for via, _ in requests)
+    return +counts
+
+
+def resource_totals(history: History) -> dict[str, int]:
+    """What the resource checks judged: processes with a start and an end, samples; the worst growths seen."""
+    grown, hubs_grown, judged = 0, 0, 0
+    for pid in {s.pid for s in history.processes if s.phase == "final"}:
+        samples = [s for s in history.processes if s.pid == pid]
+        judged += 1
+        grown = max(grown, other_fds(samples[-1]) - other_fds(samples[0]))
+        hubs = [h.hubs for h in history.hubs if h.pid == pid]
+        hubs_grown = max(hubs_grown, hubs[-1] - hubs[0] if hubs else 0)
+    return {
+        "processes judged": judged,
+        "process samples": len(history.processes),
+        "redis samples": len(history.redis),
+        "worst fd growth": grown,
+        "worst hub growth": hubs_grown,
+    }
+
+
+def resources(history: History) -> str:
+    """What each process held at the end against its start (fds, hubs), and Redis's subscriptions."""
+    parts = []
+    for pid in sorted({s.pid for s in history.processes if s.phase == "final"}):
+        samples = [s for s in history.processes if s.pid == pid]
+        hubs = [h.hubs for h in history.hubs if h.pid == pid]
+        hub_text = f", hubs {hubs[0]}->{hubs[-1]}" if hubs else ""
+        parts.append(f"{pid}: fds {samples[0].fds}->{samples[-1].fds}{hub_text}")
+    final = [s for s in history.redis if s.phase == "final"]
+    if final:
+        parts.append(f"subscriptions {len(final[-1].pubsub)}, pub/sub channels {len(final[-1].channels)}")
+    return "resources at the end: " + ("; ".join(parts) or "none sampled")
 
 
 def summary(history: History) -> str:
@@ -38,6 +83,7 @@ def summary(history: History) -> str:
     lines.append("sends by path: " + ", ".join(f"{via}/{outcome} {n}" for (via, outcome), n in sorted(by_via.items())))
     faults = fault_counts(history)
     lines.append("faults: " + (", ".join(f"{kind} {n}" for kind, n in sorted(faults.items())) or "none"))
+    lines.append(resources(history))
     return "\n".join(lines)
 
 

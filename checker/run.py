@@ -3,10 +3,11 @@
 The seed draws the configuration, the fault schedule, each client's channels
 and behaviour and each sender's paths and channels (each thread has its own
 ``random.Random``, so that what one draws does not depend on the others'
-timing). At the end the nemesis and the senders stop, the deployment
-settles, the clients read continuously, and live-only markers go to every
-channel, round after round, until every client has one on each of its
-channels.
+timing). A monitor samples the app's resources all along. At the end the
+nemesis and the senders stop, the deployment settles, the clients read
+continuously, and live-only markers go to every channel, round after round,
+until every client has one on each of its channels; then the clients leave
+and the monitor takes its final samples.
 """
 
 from __future__ import annotations
@@ -14,17 +15,16 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .clients import Client
-from .deploy import TOKEN, Deployment, start, wait_until
-from .history import OK, History, Marker, Meta
-from .nemesis import DEFAULT_MAX_HISTORY, Nemesis, draw_config, draw_schedule
+from .deploy import PREFIX, TOKEN, Deployment, start, wait_until
+from .history import OK, Clock, History, Marker, Meta
+from .monitor import Monitor, hub_samples, wait_loaded
+from .nemesis import CHANNELS, DEFAULT_MAX_HISTORY, Nemesis, draw_config, draw_schedule
 from .senders import Sender, send_once
 
-CHANNELS = [f"c{n}" for n in range(6)]
 SENDERS = 4
 #: Seconds between two sends of one sender, on average.
 INTERVAL = 0.03
@@ -65,6 +65,7 @@ def plan(
         clients=clients,
         paths=paths,
         faults=faults,
+        redis_prefix=PREFIX,
     )
 
 
@@ -79,14 +80,13 @@ def run(meta: Meta) -> Outcome:
 
 
 def _drive(running: Deployment, meta: Meta) -> Outcome:
-    t0 = time.monotonic()
-
-    def clock() -> float:
-        return round(time.monotonic() - t0, 4)
-
+    wait_loaded(running)  # gunicorn lists its workers before they have loaded the app
+    clock = Clock()
     clients, senders = _threads(running, meta, clock)
     nemesis = Nemesis(running, meta.schedule, clients, clock)
-    for thread in [*clients, *senders, nemesis]:
+    monitor = Monitor(running, clock)
+    monitor.sample("run")  # the start of the run, before anything was sent
+    for thread in [monitor, *clients, *senders, nemesis]:
         thread.start()
     time.sleep(meta.seconds)  # the run itself
     nemesis.stopping.set()
@@ -97,26 +97,47 @@ def _drive(running: Deployment, meta: Meta) -> Outcome:
         sender.join()
     outcome = Outcome(History(meta))
     try:
-        _settle(running)
+        settled = _settle(running, clock)
         for client in clients:
             client.final.set()
-        outcome.history.markers = _final_markers(running, clients, clock)
+        outcome.history.markers = settled + _final_markers(running, clients, clock)
     except TimeoutError as error:
         outcome.errors.append(f"the deployment did not settle: {error}")
     for client in clients:
         client.stopping.set()
     for client in clients:
         client.join()
-    history = outcome.history
-    history.sends = sorted((s for sender in senders for s in sender.sends), key=lambda s: s.invoke)
-    history.connections = [c for client in clients for c in client.connections]
-    history.faults = nemesis.faults
-    outcome.errors += [f"{t.name}: {t.error!r}" for t in [*clients, *senders, nemesis] if t.error is not None]
-    outcome.log = running.log()
+    monitor.stopping.set()
+    monitor.join()
+    monitor.final(meta.redis_prefix)
+    _record(outcome, running, clients, senders, nemesis, monitor, clock)
     return outcome
 
 
-def _threads(running: Deployment, meta: Meta, clock: Callable[[], float]) -> tuple[list[Client], list[Sender]]:
+def _record(
+    outcome: Outcome,
+    running: Deployment,
+    clients: list[Client],
+    senders: list[Sender],
+    nemesis: Nemesis,
+    monitor: Monitor,
+    clock: Clock,
+) -> None:
+    history = outcome.history
+    history.sends = sorted((s for sender in senders for s in sender.sends), key=lambda s: s.invoke)
+    history.connections = [c for client in clients for c in client.connections] + nemesis.probes
+    history.faults = sorted(nemesis.faults, key=lambda fault: fault.start)
+    history.endings = nemesis.endings
+    history.processes, history.redis = monitor.processes, monitor.redis
+    history.hubs = hub_samples(running.directory, clock)
+    threads: list[Client | Sender | Nemesis | Monitor] = [*clients, *senders, nemesis, monitor]
+    outcome.errors += [f"{t.name}: {t.error!r}" for t in threads if t.error is not None]
+    if running.name == "redis" and not any(sample.phase == "final" for sample in history.redis):
+        outcome.errors.append("Redis gave no final sample (PUBSUB CHANNELS, CLIENT LIST, keys)")
+    outcome.log = running.log()
+
+
+def _threads(running: Deployment, meta: Meta, clock: Clock) -> tuple[list[Client], list[Sender]]:
     """The clients and senders of a run, each with its own generator drawn from the seed."""
     seed = meta.seed
     rng = random.Random(f"{seed}/channels")
@@ -132,17 +153,22 @@ def _threads(running: Deployment, meta: Meta, clock: Callable[[], float]) -> tup
     return clients, senders
 
 
-def _settle(running: Deployment) -> None:
-    """Until the deployment is whole again and answers a live-only send."""
+def _settle(running: Deployment, clock: Clock) -> list[Marker]:
+    """Until the deployment is whole again and answers a live-only send (recorded as a marker of ``settle``)."""
     running.wait_ready()
+    markers: list[Marker] = []
 
     def answers() -> bool:
-        return send_once(running.port, "method", "settle", "settle", TOKEN, with_id=False)["outcome"] == OK
+        invoke = clock()
+        ok = send_once(running.port, "method", "settle", "settle", TOKEN, with_id=False)["outcome"] == OK
+        markers.append(Marker("settle", "settle", invoke, clock(), ok))
+        return ok
 
     wait_until(answers, 20, "a live-only send accepted")
+    return markers
 
 
-def _final_markers(running: Deployment, clients: list[Client], clock: Callable[[], float]) -> list[Marker]:
+def _final_markers(running: Deployment, clients: list[Client], clock: Clock) -> list[Marker]:
     used = sorted({channel for client in clients for channel in client.channels})
     markers: list[Marker] = []
     for round in range(MARKER_ROUNDS):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .history import Connection, Received
+from .history import OK, Connection, Received
 from .model import INFINITY, Model, Violation, id_list, short
 
 
@@ -88,6 +88,40 @@ def order_violations(segment: list[Piece]) -> list[Violation]:
             seen.setdefault(event.id, event.data)
             last = event.id
     return out
+
+
+def live_order_violations(connection: Connection, model: Model) -> list[Violation]:
+    """A live-only event keeps its place among the id'd ones: none arrives after an id'd event sent after it.
+
+    Judged for live-only events sent once the stream was open (one sent just
+    before may reach it after its replay) whose send succeeded (one that timed
+    out in a stalled Redis is run when Redis resumes), with each send's own
+    call where the app reported it, else its request.
+    """
+    if connection.opened is None:
+        return []
+    latest: tuple[float, Received] | None = None  # the id'd event received so far whose send began last
+    for event in connection.events:
+        send = model.by_data.get(event.data)
+        if send is None:
+            continue
+        if event.id is not None:
+            began = send.call_start if send.call_start is not None else send.invoke
+            if latest is None or began > latest[0]:
+                latest = (began, event)
+            continue
+        if send.with_id or send.outcome != OK or send.invoke < connection.opened or latest is None:
+            continue
+        done = send.call_end if send.call_end is not None else send.complete
+        if latest[0] > done:
+            later = latest[1]
+            why = (
+                f"live-only {short(event.data)} (sent {send.invoke:.3f}-{done:.3f} s) arrived after id {later.id}"
+                f" ({short(later.data)}), whose send began at {latest[0]:.3f} s, after it"
+            )
+            ids = (later.id,) if later.id is not None else ()
+            return [Violation("out-of-order", why, connection.client, connection.n, ids, (event.data, later.data))]
+    return []
 
 
 def loss_violations(segment: list[Piece], model: Model) -> list[Violation]:

@@ -1,10 +1,12 @@
 """The fault-injecting checker (``checker/``): its rules on small made-up histories, then short real runs.
 
 The made-up histories each hold one deliberate anomaly (a duplicate, a loss,
-a reorder, wrong data, an id given twice, an unneeded reset, ...) that the
-checker must report, and clean ones, with resets that were needed, that it
-must not. The short runs start the real deployments (gunicorn on a private
-redis-server, and the in-process store on WSGIServer) with fixed seeds and
+a reorder, wrong data, an id given twice, an unneeded reset, an ending or an
+expiry ignored, a stream ended for nothing, a leak, ...) that the checker must
+report, and clean ones, with resets that were needed and ends that had a
+cause, that it must not. The short runs start the real deployments (gunicorn
+on a private redis-server, and the in-process store on WSGIServer) with fixed
+seeds, between them every fault kind the nemesis and the senders draw, and
 assert that the checker finds nothing; on failure they print the seed and the
 fault schedule that reproduce the run.
 """
@@ -16,14 +18,26 @@ from pathlib import Path
 import pytest
 
 from checker.check import check
-from checker.history import Connection, Fault, History, Marker, Meta, Received, Send
-from checker.report import reproduce, summary, violations_text
+from checker.history import (
+    Connection,
+    Ending,
+    Fault,
+    History,
+    HubSample,
+    Marker,
+    Meta,
+    ProcessSample,
+    Received,
+    RedisSample,
+    Send,
+)
+from checker.report import fault_counts, reproduce, summary, violations_text
 from checker.run import plan, run
 from checker.wire import StreamReader
 
 
-def meta(max_history: int = 1000, ttl: float | None = None, per_process: bool = False) -> Meta:
-    return Meta("redis", 0, 10.0, {}, per_process, max_history, ttl, "sse-reset")
+def meta(max_history: int = 1000, ttl: float | None = None, per_process: bool = False, queue: int = 64) -> Meta:
+    return Meta("redis", 0, 10.0, {"SSE_QUEUE_SIZE": queue}, per_process, max_history, ttl, "sse-reset")
 
 
 def send(n: int, id: int | None, t: float, channel: str = "c0", outcome: str = "ok", pid: int = 1) -> Send:
@@ -143,7 +157,8 @@ def test_data_nobody_sent_is_reported() -> None:
 def test_a_stream_ended_cleanly_inside_an_event_is_reported_unless_its_process_was_killed() -> None:
     cut = connection(0, ids_data([1, 2, 3, 4, 5]), 0.5, ended="server-end")
     cut.partial = "event: ['id: 6']"
-    assert kinds(History(meta(), five_sends(), [cut])) == ["cut-inside-event"]
+    ended = Ending(0, "c0", None, False, 5.0, 5.01, "ok")  # what ended it: an end_streams of its channel
+    assert kinds(History(meta(), five_sends(), [cut], endings=[ended])) == ["cut-inside-event"]
     killed = Fault("worker-kill", 5.0, 5.1, killed_pids=[1])
     assert check(History(meta(), five_sends(), [cut], [killed])) == []
 
@@ -155,6 +170,164 @@ def test_a_client_connected_through_the_final_marker_must_have_every_event_befor
     assert violation.kind == "loss" and violation.ids == (4, 5)
     silent = connection(0, ids_data([1, 2, 3, 4, 5]), 0.5, ended="end-of-run")
     assert kinds(History(meta(), five_sends(), [silent], markers=markers)) == ["final-marker-missing"]
+
+
+def test_a_live_only_event_arriving_after_an_id_sent_after_it_is_a_reorder() -> None:
+    live = Send("s0", 9, "seq", "c0", "live-9", False, 2.0, 2.5, "ok", None, 1, 200, call_start=2.1, call_end=2.2)
+    later = send(5, 6, 2.3)  # invoked after the live-only one's call returned
+    sends = [*five_sends()[:2], live, later]
+    stream = connection(0, [(1, "s0-0"), (2, "s0-1"), (6, "s0-5"), (None, "live-9")], 0.5)
+    [violation] = check(History(meta(), sends, [stream]))
+    assert violation.kind == "out-of-order" and violation.data == ("live-9", "s0-5")
+    in_order = connection(0, [(1, "s0-0"), (2, "s0-1"), (None, "live-9"), (6, "s0-5")], 0.5)
+    assert check(History(meta(), sends, [in_order])) == []
+    # A send that failed in a stalled Redis, which ran it when it resumed: it has no place to keep.
+    live.outcome, live.status = "failed", 503
+    stalled = Fault("redis-stall", 1.9, 2.6, hits_redis=True, stalls_store=True)
+    assert check(History(meta(), sends, [stream], [stalled])) == []
+
+
+# -- why streams end, and why they are refused ---------------------------------------------------------------
+
+
+def authorized(n: int, start: float, end: float, ended: str = "server-end", **admission: object) -> Connection:
+    """A stream of c0 for subject "u" authorized from ``start`` (opened 10 ms later) that ended at ``end``."""
+    stream = Connection("client0", n, ["c0"], None, None, start, "keep", start + 0.01, 200, 1, end, ended)
+    stream.subject, stream.auth_start = "u", start
+    for name, value in admission.items():
+        setattr(stream, name, value)
+    return stream
+
+
+def ending(invoke: float, subject: str | None = "u", revoke: bool = False, outcome: str = "ok") -> Ending:
+    return Ending(0, None, subject, revoke, invoke, invoke + 0.01, outcome, revoked=revoke)
+
+
+def test_a_stream_an_ending_matched_must_end_within_a_second() -> None:
+    ignored = authorized(0, 1.0, 4.0, ended="client-close")
+    [violation] = check(History(meta(), connections=[ignored], endings=[ending(2.0)]))
+    assert violation.kind == "ending-ignored" and "ending 0" in violation.explanation
+    assert check(History(meta(), connections=[authorized(0, 1.0, 2.3)], endings=[ending(2.0)])) == []
+    other = ending(2.0, subject="someone-else")
+    assert kinds(History(meta(), connections=[ignored], endings=[other])) == []
+
+
+def test_a_stream_being_authorized_when_an_ending_came_must_end_as_it_opens() -> None:
+    slow = authorized(0, 1.9, 6.0, ended="client-close")
+    slow.opened = 2.4  # its authorizer took 0.5 s; the ending came meanwhile
+    assert kinds(History(meta(), connections=[slow], endings=[ending(2.0)])) == ["ending-ignored"]
+    slow.end = 3.3
+    assert check(History(meta(), connections=[slow], endings=[ending(2.0)])) == []
+    after = authorized(0, 2.1, 6.0, ended="client-close")  # authorized after the ending: not ended by it
+    assert check(History(meta(), connections=[after], endings=[ending(2.0)])) == []
+
+
+def test_an_ending_after_a_redis_fault_may_reach_other_processes_when_they_resubscribe() -> None:
+    late = authorized(0, 1.0, 5.5, ended="server-end")
+    outage = Fault("redis-kill-pubsub", 1.5, 1.6, hits_redis=True)
+    assert check(History(meta(), connections=[late], faults=[outage], endings=[ending(2.0)])) == []
+    much_later = authorized(0, 1.0, 9.0, ended="client-close")
+    assert kinds(History(meta(), connections=[much_later], faults=[outage], endings=[ending(2.0)])) == [
+        "ending-ignored"
+    ]
+
+
+def test_a_client_that_did_not_read_may_notice_an_end_late() -> None:
+    late = authorized(0, 1.0, 4.0, ended="server-end", gaps=[[2.5, 3.9]])
+    assert check(History(meta(), connections=[late], endings=[ending(2.0)])) == []
+
+
+def test_a_stream_must_end_within_a_second_of_its_expiry() -> None:
+    kept = authorized(0, 1.0, 5.0, ended="client-close", expires=3.0)
+    [violation] = check(History(meta(), connections=[kept]))
+    assert violation.kind == "expiry-ignored"
+    assert check(History(meta(), connections=[authorized(0, 1.0, 3.01, expires=3.0)])) == []
+
+
+def test_a_revoked_subject_is_refused_and_only_then_may_be() -> None:
+    again = authorized(1, 3.0, 4.0, ended="client-close")
+    [violation] = check(History(meta(), connections=[again], endings=[ending(2.0, revoke=True)]))
+    assert violation.kind == "revoked-admitted"
+    refused = authorized(1, 3.0, 3.02)
+    refused.status, refused.error = 403, "channel 'c0' is not open to this request"
+    assert check(History(meta(), connections=[refused], endings=[ending(2.0, revoke=True)])) == []
+    assert kinds(History(meta(), connections=[refused])) == ["stream-error"]
+    expired = authorized(1, 3.0, 3.02, expires=2.9)
+    expired.status = 403
+    assert check(History(meta(), connections=[expired])) == []
+
+
+def test_a_stream_the_server_ends_needs_a_cause() -> None:
+    cut = authorized(0, 1.0, 3.0)
+    [violation] = check(History(meta(), connections=[cut]))
+    assert violation.kind == "end-without-cause" and violation.client == "client0"
+    causes: list[dict[str, object]] = [
+        {"endings": [ending(2.9, outcome="failed")]},  # an end_streams that failed still ends its own process's
+        {"faults": [Fault("worker-term", 2.5, 2.9, stopped_pids=[1])]},
+        {"faults": [Fault("worker-kill", 2.5, 2.9, killed_pids=[1])]},
+        {"faults": [Fault("redis-stall", 0.5, 1.0, hits_redis=True, stalls_store=True)]},
+    ]
+    for cause in causes:
+        assert check(History(meta(), connections=[cut], **cause)) == [], cause  # type: ignore[arg-type]
+    assert check(History(meta(), connections=[authorized(0, 1.0, 3.0, expires=2.99)])) == []
+    assert check(History(meta(), connections=[authorized(0, 1.0, 3.0, gaps=[[2.0, 2.8]])])) == []
+    assert check(History(meta(), connections=[authorized(0, 1.0, 3.0, ended="client-rst")])) == []
+    burst = [send(n, n + 1, 2.9, "c0") for n in range(5)]  # more than SSE_QUEUE_SIZE at once
+    assert check(History(meta(queue=4), burst, [authorized(0, 1.0, 3.0)])) == []
+    far = Fault("redis-restart-empty", 0.1, 0.2, hits_redis=True)
+    assert kinds(History(meta(), connections=[authorized(0, 9.0, 9.5)], faults=[far])) == ["end-without-cause"]
+
+
+# -- resources against the start of the run -----------------------------------------------------------------
+
+
+def process(t: float, fds: int, phase: str = "run", redis: int = 2, clients: int = 0, pid: int = 1) -> ProcessSample:
+    return ProcessSample(t, pid, phase, fds, 2, redis, redis, clients, [40000 + n for n in range(redis)])
+
+
+def leaks(history: History) -> list[str]:
+    return [v.explanation for v in check(history) if v.kind == "resource-leak"]
+
+
+def test_file_descriptors_and_hubs_must_come_back_to_the_start() -> None:
+    hubs = [HubSample(0.5, 1, "run", 1), HubSample(9.0, 1, "final", 1)]
+    # 30 fds at the end, 20 of them sockets to Redis and clients: 10, as at the start.
+    fine = [process(1.0, 10, redis=2), process(5.0, 60, redis=8, clients=40), process(9.0, 30, "final", 8, 12)]
+    assert leaks(History(meta(), processes=fine, hubs=hubs)) == []
+    grown = [process(1.0, 10), process(9.0, 300, "final")]
+    [fds] = leaks(History(meta(), processes=grown, hubs=hubs))
+    assert "process 1 held 300 file descriptors" in fds
+    more_hubs = [HubSample(0.5, 1, "run", 1), HubSample(9.0, 1, "final", 40)]
+    [hubs_leak] = leaks(History(meta(), processes=fine, hubs=more_hubs))
+    assert "40 gevent hubs" in hubs_leak
+
+
+def test_a_process_holds_one_subscription_and_the_pools_connections() -> None:
+    def redis(t: float, pubsub: list[list[int | None]], phase: str = "run") -> RedisSample:
+        return RedisSample(t, phase, ["{sse}:control"], pubsub, [1], [] if phase == "final" else None)
+
+    brief = [redis(1.0, [[1, 1], [2, 1]]), redis(1.5, [[2, 1]]), redis(9.0, [[2, 1]], "final")]
+    assert leaks(History(meta(), redis=brief)) == []
+    kept = [redis(1.0, [[1, 1], [2, 1]]), redis(2.0, [[1, 1], [2, 1]]), redis(9.0, [[1, 1], [2, 1]], "final")]
+    assert len(leaks(History(meta(), redis=kept))) == 2  # during the run, and at the end
+    orphan = [redis(9.0, [[3, None]], "final")]
+    assert "no live process holds" in leaks(History(meta(), redis=orphan))[0]
+    assert leaks(History(meta(), processes=[process(2.0, 20, redis=9), process(3.5, 20, redis=8)])) == []
+    [pool] = leaks(History(meta(), processes=[process(2.0, 20, redis=9), process(3.5, 20, redis=9)]))
+    assert "9 connections to Redis" in pool
+
+
+def test_at_the_end_redis_holds_no_subscription_of_a_channel_and_only_keys_of_known_kinds() -> None:
+    sent = [send(0, 1, 1.0, "c0")]
+    keys = ["{sse}:id", "{sse}:run", "{sse}:store:c0", "{sse}:marks:c0", "{sse}:counts", "{sse}:counts:vm:1:ab"]
+    final = RedisSample(9.0, "final", ["{sse}:control"], [], [1], keys)
+    hubs = [HubSample(0.5, 1, "run", 1)]
+    assert leaks(History(meta(), sent, redis=[final], hubs=hubs)) == []
+    held = RedisSample(9.0, "final", ["{sse}:control", "{sse}:c:c3"], [], [1], keys)
+    assert "channels c3" in leaks(History(meta(), sent, redis=[held], hubs=hubs))[0]
+    stray = RedisSample(9.0, "final", [], [], [1], [*keys, "{sse}:store:c9", "{sse}:junk", "{sse}:counts:vm:7:cd"])
+    found = " / ".join(leaks(History(meta(), sent, redis=[stray], hubs=hubs)))
+    assert "{sse}:junk" in found and "{sse}:store:c9" in found and "count keys" in found
 
 
 # -- needed resets and allowed gaps are not reported -------------------------------------------------------
@@ -206,6 +379,9 @@ def test_after_a_reset_each_channel_may_start_at_its_own_store() -> None:
 
 def test_a_history_kept_as_json_lines_checks_the_same(tmp_path: Path) -> None:
     history = History(meta(), five_sends(), [connection(0, ids_data([1, 2, 4, 5]), 0.5)], [Fault("redis-del-id", 1, 1)])
+    history.endings = [ending(2.0, revoke=True)]
+    history.processes, history.hubs = [process(1.0, 10), process(9.0, 50, "final")], [HubSample(0.5, 1, "run", 1)]
+    history.redis = [RedisSample(9.0, "final", ["{sse}:c:c0"], [[4, 1]], [1], ["{sse}:id"])]
     history.dump(tmp_path / "history.jsonl")
     again = History.load(tmp_path / "history.jsonl")
     assert again == history and check(again) == check(history)
@@ -223,13 +399,34 @@ def test_the_reader_tells_a_clean_end_from_one_inside_an_event() -> None:
 
 # -- short runs against the real deployments ---------------------------------------------------------------
 
-SHORT_RUNS = [("redis", 11), ("redis", 12), ("memory", 21), ("memory", 22)]
+#: (deployment, seed, seconds, fault kinds it is narrowed to (None: all), what it must have done: the kinds
+#: of its first steps, which no slow fault before them can push past the end of the run). Between them
+#: every fault kind the nemesis and the senders draw; the second stalls Redis past the library's 5 s
+#: command timeout (runs of 8 s or more draw such stalls), in per-channel mode.
+SHORT_RUNS = [
+    ("redis", 11, 6.0, None, {"end-cold", "end-channel"}),
+    ("redis", 12, 8.0, ["redis-stall", "redis-pause", "end-channel", "end-subject"],
+     {"redis-pause", "redis-stall", "end-channel", "end-subject", "revocation"}),
+    ("redis", 14, 6.0, ["end-cold", "end-subject", "end-channel"], {"end-cold", "end-subject"}),
+    ("memory", 21, 6.0, None, {"end-cold", "end-subject"}),
+    ("memory", 22, 6.0, None, {"client-stall", "end-subject"}),
+]  # fmt: skip
+#: What every run does: the application's faults, drawn by the senders and the clients. In-process sends
+#: never yield to the hub, so a deadline or a kill fires inside a send only with Redis.
+EVERY_RUN = {"send-threads", "send-pool", "send-seq", "send-burst", "expiry"}
+WITH_REDIS = {"send-timeout", "send-kill"}
 
 
-@pytest.mark.parametrize(("deployment", "seed"), SHORT_RUNS)
-def test_short_run_finds_no_violation(deployment: str, seed: int) -> None:
-    outcome = run(plan(deployment, seed, seconds=6.0))
+@pytest.mark.parametrize(("deployment", "seed", "seconds", "faults", "done"), SHORT_RUNS)
+def test_short_run_finds_no_violation(
+    deployment: str, seed: int, seconds: float, faults: list[str] | None, done: set[str]
+) -> None:
+    outcome = run(plan(deployment, seed, seconds, faults=faults))
     violations = check(outcome.history)
     report = f"{summary(outcome.history)}\n{violations_text(violations)}\n{reproduce(outcome.history)}"
     assert not outcome.errors, f"the harness failed: {outcome.errors}\n{report}"
     assert not violations, report
+    survived = {kind.split(" (")[0] for kind in fault_counts(outcome.history)}  # "end-subject (cold)": end-subject
+    due = done | EVERY_RUN | (WITH_REDIS if deployment == "redis" else set())
+    assert due <= survived, f"the run did not do {sorted(due - survived)}\n{report}"
+    assert any(sample.phase == "final" for sample in outcome.history.processes), "no final resource sample"
