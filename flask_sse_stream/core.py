@@ -38,6 +38,9 @@ class Observer(Protocol):
     def observe(self, seconds: float) -> None: ...
 
 
+#: Replay plans kept for the streams that share a read (a reconnect storm).
+PLANS = 64
+
 _cores: weakref.WeakKeyDictionary[Flask, SSECore] = weakref.WeakKeyDictionary()
 
 
@@ -65,6 +68,8 @@ class SSECore:
         self.log = QuietLog(logging.getLogger("flask_sse_stream"), settings.log_interval)
         #: Where the seconds of each ``send_new_event`` go, with metrics on (see metrics).
         self.latency: Observer | None = None
+        # (id of a read, resume point) -> (that read, its plan), the latest PLANS of them.
+        self._plans: dict[tuple[int, int | None], tuple[replay.StoreFacts, replay.ReplayPlan]] = {}
 
     def send_new_event(self, data: Any, event: str | None, id: bool, retry: int | None, channel: str) -> int | None:
         """Check and encode the event, then send it; its id or ``None``.
@@ -93,8 +98,8 @@ class SSECore:
         in both, and the stream drops the queued copy (ids up to ``upto``).
         Raises :class:`ConnectionError` if the store cannot be reached.
         """
-        facts = self.backend.read_store(stream.channels)
-        decided = replay.plan(after, facts, self.settings.max_history > 0)
+        facts = self.backend.read_store(stream.channels, after=after)
+        decided = self._plan(after, facts)
         stream.replayed(decided.upto)
         counters = self.counters
         counters.streams_opened += 1
@@ -102,6 +107,18 @@ class SSECore:
         if decided.events:
             counters.replays_served += 1
             counters.events_replayed += len(decided.events)
+        return decided
+
+    def _plan(self, after: int | None, facts: replay.StoreFacts) -> replay.ReplayPlan:
+        """The replay decision; streams that share a read and a resume point share its plan (and its list)."""
+        key = (id(facts), after)
+        kept = self._plans.get(key)
+        if kept is not None and kept[0] is facts:
+            return kept[1]
+        decided = replay.plan(after, facts, self.settings.max_history > 0)
+        self._plans[key] = (facts, decided)
+        while len(self._plans) > PLANS:
+            self._plans.pop(next(iter(self._plans)), None)
         return decided
 
     def deadline(self, expires_at: float | None) -> float | None:

@@ -40,6 +40,7 @@ COUNTERS = {
     "streams_ended": "Streams ended by end_streams (by channel or subject), from any process.",
     "streams_expired": "Streams ended at their admission's expiry or SSE_MAX_STREAM_AGE.",
     "redis_reconnects": "Times the Redis subscription was lost and made again.",
+    "store_reads": "Reads of the store for streams that open (streams opening together or soon after share one).",
 }
 REFUSED = "Streams refused, by reason: limit (503), client_limit (429), authorization (403), bad_request (400)."
 OPEN = "Streams open."

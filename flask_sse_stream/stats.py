@@ -20,6 +20,7 @@ TOTALS = (
     "streams_ended",
     "streams_expired",
     "redis_reconnects",
+    "store_reads",
 )
 
 
@@ -52,6 +53,8 @@ class Counters:
         self.streams_expired = 0
         #: Times the Redis subscription was lost and made again.
         self.redis_reconnects = 0
+        #: Reads of the store for streams that open (those that open together or soon after share one).
+        self.store_reads = 0
         #: Streams refused, by reason (:data:`REFUSALS`).
         self.refused = dict.fromkeys(REFUSALS, 0)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .event import Event
@@ -29,7 +28,7 @@ class StreamBody(Iterator[bytes]):
     is one write of every pending event joined.
     """
 
-    __slots__ = ("_ended", "_stream", "_first", "_replay", "_keepalive", "_direct", "_counters")
+    __slots__ = ("_ended", "_stream", "_first", "_replay", "_next_replayed", "_keepalive", "_direct", "_counters")
 
     def __init__(
         self,
@@ -38,14 +37,15 @@ class StreamBody(Iterator[bytes]):
         first: bytes,
         keepalive: float,
         direct: Any = None,
-        replay: Iterable[Event] = (),
+        replay: Sequence[Event] = (),
     ) -> None:
         #: Called once the response has ended (``SSECore.close_stream``).
         self._ended = ended
         self._stream = stream
         self._first: bytes | None = first
-        #: The replayed events not written yet (each released once written).
-        self._replay: deque[Event] | None = deque(replay) or None
+        #: The replayed events, shared with the streams that opened on the same read, and the next to write.
+        self._replay: Sequence[Event] | None = replay or None
+        self._next_replayed = 0
         self._keepalive = keepalive
         self._direct = direct
         self._counters: Counters = stream.counters
@@ -82,14 +82,17 @@ class StreamBody(Iterator[bytes]):
 
         A client that does not read holds one piece, not its replay.
         """
-        replay = self._replay
+        replay, n = self._replay, self._next_replayed
+        assert replay is not None
         frames, size = [], 0
-        while replay and size < PIECE:
-            frame = replay.popleft().frame
+        while n < len(replay) and size < PIECE:
+            frame = replay[n].frame
             frames.append(frame)
             size += len(frame)
-        if not replay:
+            n += 1
+        if n == len(replay):
             self._replay = None
+        self._next_replayed = n
         return b"".join(frames)
 
     def _write_directly(self, sock: Any) -> None:

@@ -24,6 +24,7 @@ ORDER = [
     "stats",
     "replay",
     "single_flight",
+    "recent_reads",
     "group_commit",
     "access",
     "stream",

@@ -74,11 +74,11 @@ def send_while_reading(monkeypatch, app: Flask, sse: SSE, after_read: bool) -> l
     original = backend.read_store
     sent: list[int | None] = []
 
-    def read_with_a_send(channels):
+    def read_with_a_send(channels, after=None):
         if after_read:
-            facts = original(channels)
+            facts = original(channels, after)
         sent.append(sse.send_new_event(data="during", id=True))
-        return facts if after_read else original(channels)
+        return facts if after_read else original(channels, after)
 
     monkeypatch.setattr(backend, "read_store", read_with_a_send)
     return sent

@@ -407,12 +407,12 @@ def send_during_replay(monkeypatch):
         original = backend.read_store
         sent = []
 
-        def replay_with_a_race(channels):
+        def replay_with_a_race(channels, after=None):
             if after_read:
-                replay = original(channels)
+                replay = original(channels, after)
             for kwargs in sends:
                 sent.append(sse.send_new_event(**kwargs))
-            return replay if after_read else original(channels)
+            return replay if after_read else original(channels, after)
 
         monkeypatch.setattr(backend, "read_store", replay_with_a_race)
         return sent

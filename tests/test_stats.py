@@ -19,6 +19,7 @@ COUNTERS = {
     "streams_ended",
     "streams_expired",
     "redis_reconnects",
+    "store_reads",
 }
 
 

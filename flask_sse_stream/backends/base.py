@@ -27,8 +27,12 @@ class Backend(Protocol):
         """
         ...
 
-    def read_store(self, channels: Sequence[str]) -> StoreFacts:
-        """What the store holds for ``channels`` now; streams of them in this process are subscribed already."""
+    def read_store(self, channels: Sequence[str], after: int | None = None) -> StoreFacts:
+        """What the store holds for ``channels`` now; streams of them in this process are subscribed already.
+
+        ``after``: the resume point of the stream that asks (a read kept for
+        streams that open soon after may serve it: see ``recent_reads``).
+        """
         ...
 
     def release(self, channels: Sequence[str]) -> None:

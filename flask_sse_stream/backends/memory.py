@@ -21,6 +21,7 @@ from ..concurrency import allocate_lock
 from ..config import Settings
 from ..event import Event
 from ..fanout import Fanout
+from ..recent_reads import RecentReads
 from ..replay import StoreFacts
 
 #: Checkpoints of (time, id) kept over the tombstones' lifetime, to tell which ids are that old.
@@ -30,6 +31,7 @@ CHECKPOINTS = 32
 class MemoryBackend:
     def __init__(self, settings: Settings, fanout: Fanout) -> None:
         self._fanout = fanout
+        self._counters = fanout.counters
         self._deliver = fanout.deliver
         self._max_history = settings.max_history
         self._ttl = settings.history_ttl
@@ -52,6 +54,9 @@ class MemoryBackend:
         self._checkpoints: deque[tuple[float, int]] = deque()
         # The most channels held at once: dicts keep their size after deletions.
         self._peak = 0
+        # Without a TTL: each channel's changes, and the reads that streams opening next share.
+        self._versions: dict[str, int] = {}
+        self._recent: RecentReads[tuple[str, ...], StoreFacts] = RecentReads()
 
     def send(self, channel: str, event: Event, *, with_id: bool) -> Event:
         with self._lock:
@@ -63,15 +68,26 @@ class MemoryBackend:
             self._deliver(channel, event)
         return event
 
-    def read_store(self, channels: Sequence[str]) -> StoreFacts:
+    def read_store(self, channels: Sequence[str], after: int | None = None) -> StoreFacts:
+        key = tuple(channels)
         with self._lock:
+            # Without a TTL a store changes only as events are stored: streams that open until then share a read.
+            stamp = tuple(self._versions.get(channel, 0) for channel in channels) if self._ttl is None else None
+            if stamp is not None:
+                kept = self._recent.get(key, stamp)
+                if kept is not None and (not after or after <= kept.last_id):
+                    return kept
             now = time.monotonic()
             self._sweep(now)
             for channel in channels:
                 self._expire(channel, now)
             stored = tuple(list(self._stores.get(channel, ())) for channel in channels)
             gone = tuple(self._gone_of(channel) for channel in channels)
-            return StoreFacts(self._last_id, stored, gone, forgotten_below=self._forgotten_below(now))
+            facts = StoreFacts(self._last_id, stored, gone, forgotten_below=self._forgotten_below(now))
+            self._counters.store_reads += 1
+            if stamp is not None:
+                self._recent.put(key, facts, stamp)
+            return facts
 
     def end_streams(self, ending: Ending) -> int:
         return self._fanout.end(ending)
@@ -122,7 +138,9 @@ class MemoryBackend:
         elif len(store) >= self._max_history:
             self._gone[channel] = store.popleft().id  # type: ignore[assignment]
         store.append(event)
-        if self._ttl is not None:
+        if self._ttl is None:  # (with a TTL, stores come and go: their reads are not kept)
+            self._versions[channel] = self._versions.get(channel, 0) + 1
+        else:
             self._last_stored[channel] = now
             self._last_stored.move_to_end(channel)
             self._checkpoint(now, self._last_id)

@@ -25,6 +25,7 @@ from ..config import Settings
 from ..event import Event, frame_with_id
 from ..fanout import Fanout
 from ..group_commit import GroupCommit
+from ..recent_reads import RecentReads
 from ..replay import StoreFacts
 from ..single_flight import SingleFlight
 from . import redis_scripts
@@ -33,7 +34,7 @@ from .redis_connection import RedisConnections
 from .redis_counter import Counter
 from .redis_counts import Counts
 from .redis_endings import Endings
-from .redis_frames import Frames
+from .redis_frames import Frames, split_entry
 from .redis_listener import Listener
 from .redis_recovery import Seqs
 
@@ -92,6 +93,8 @@ class RedisBackend:
         self._lock = allocate_lock()
         self._listener: Listener | None = None
         self._flights: SingleFlight[tuple[str, ...], tuple[StoreFacts, Seqs]] = SingleFlight()
+        #: Reads that streams opening soon after take while nothing new came on their channels.
+        self._recent: RecentReads[tuple[str, ...], StoreFacts] = RecentReads()
         try:
             self.counter.prime()
         except ConnectionError:
@@ -125,16 +128,25 @@ class RedisBackend:
 
     # -- reading ------------------------------------------------------------
 
-    def read_store(self, channels: Sequence[str]) -> StoreFacts:
+    def read_store(self, channels: Sequence[str], after: int | None = None) -> StoreFacts:
         listener = self.listener()
         listener.wait_subscribed()
         self.counts.keep_running()
         if self.channels is not None:
             self.channels.hold(channels)
+        key = tuple(channels)
+        # A recent read of these channels, if nothing of them came since: what the store holds now.
+        view = listener.view(channels) if not self._ttl_ms else None
+        kept = self._recent.get(key, view) if view is not None else None
+        if kept is not None and (not after or after <= kept.last_id):
+            return kept
         # Streams that open together (1,000 browsers after a deploy, say)
         # share one read of the store instead of queueing for the pool.
-        facts, seqs = self._flights.run(tuple(channels), lambda: self.read(channels))
+        recovered = listener.recoveries
+        facts, seqs = self._flights.run(key, lambda: self.read(channels))
         listener.note_seqs(channels, seqs.now)
+        if view is not None:
+            self._recent.put(key, facts, (recovered, tuple(seqs.now)))
         return facts
 
     def end_streams(self, ending: Ending) -> int:
@@ -161,6 +173,7 @@ class RedisBackend:
         ``marker``, if given, is published with it, on the control channel, to
         place the read among the messages of the subscription.
         """
+        self.fanout.counters.store_reads += not marker  # a stream's read, not a recovery's
         keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key, self.key("restart")]
         for channel in channels:
             keys += [self.key("store", channel), self.key("marks", channel)]
@@ -284,10 +297,3 @@ class RedisBackend:
     def pubsub_name(self, channel: str) -> str:
         """The pub/sub channel that carries the events of ``channel``."""
         return self.key("c", channel) if self.channels is not None else self.control_key
-
-
-def split_entry(entry: bytes) -> tuple[int, int, int, bytes, bytes]:
-    """A stored entry (see :mod:`.redis_scripts`) as (id, ms, seq, meta, frame without its id line)."""
-    head, rest = entry.split(b"\n", 1)
-    id, ms, size, seq = (int(part) for part in head.split(b" "))
-    return id, ms, seq, rest[:size], rest[size:]

@@ -33,3 +33,10 @@ class Frames:
     def forget(self, channels: Iterable[str]) -> None:
         for channel in channels:
             self._by_channel.pop(channel, None)
+
+
+def split_entry(entry: bytes) -> tuple[int, int, int, bytes, bytes]:
+    """A stored entry (see :mod:`.redis_scripts`) as (id, ms, seq, meta, frame without its id line)."""
+    head, rest = entry.split(b"\n", 1)
+    id, ms, size, seq = (int(part) for part in head.split(b" "))
+    return id, ms, seq, rest[:size], rest[size:]

@@ -85,6 +85,20 @@ class Listener(Runner):
         for channel, seq in zip(channels, seqs, strict=True):
             self._seq.setdefault(channel, seq)
 
+    @property
+    def recoveries(self) -> int:
+        """Changes each time the subscription is made again (a read from before may miss what it caught up)."""
+        return self._fanout.counters.redis_reconnects
+
+    def view(self, channels: Sequence[str]) -> tuple[int, tuple[int | None, ...]] | None:
+        """What the subscription has received of ``channels`` (the last seq of each), None while it recovers.
+
+        A read of the store whose sequences are these is still what the store holds.
+        """
+        if self._window is not None or not self.up_now:
+            return None
+        return self.recoveries, tuple(self._seq.get(channel) for channel in channels)
+
     def forget(self, channels: Sequence[str]) -> None:
         """No stream here serves ``channels`` any more."""
         for channel in channels:

@@ -1,0 +1,81 @@
+"""Reconnect storms: streams that open together, or soon after one another, share one read of the store.
+
+With either backend, a crowd of streams asking for the same channels (every
+client of a worker that stopped, coming back) costs one read of the store
+while nothing new reaches those channels, and each stream still gets exactly
+what the store holds when it opens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.chunked import dechunk, read_to_the_end
+from tests.support.client import StreamClient
+from tests.support.redis_server import RedisServer
+from tests.support.streams import until_end
+
+
+@pytest.fixture(params=["in-process", "redis"])
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    if request.param == "in-process":
+        yield {}
+        return
+    server = RedisServer(tmp_path)
+    yield {"SSE_REDIS_URL": server.url}
+    server.stop()
+
+
+def test_streams_opening_one_after_another_share_one_read_until_an_event_comes(
+    config, make_app, serve, client_for
+) -> None:
+    app, sse = make_app(**config)
+    # With Redis, the next event comes from another worker: this one learns of it on its subscription.
+    other_app, elsewhere = make_app(**config) if config else (app, sse)
+    port = serve(app).port
+    ids = [sse.send_new_event(data=f"stored {n}", id=True, channel="news") for n in range(3)]
+    expected = [(id, f"stored {n}") for n, id in enumerate(ids)]
+    first = client_for(port, "/stream?channel=news")
+    assert [(m.id, m.data) for m in first.events(3)] == expected
+    reads = sse.stats["store_reads"]
+    crowd = [client_for(port, "/stream?channel=news") for _ in range(20)]
+    for client in crowd:
+        assert [(m.id, m.data) for m in client.events(3)] == expected
+    assert sse.stats["store_reads"] == reads  # the crowd took the first stream's read
+
+    later = elsewhere.send_new_event(data="later", id=True, channel="news")
+    for client in [first, *crowd]:  # the subscription has it by then: the kept read is stale
+        assert (client.next_event().id, client.last_event_id) == (later, str(later))
+    newcomer = client_for(port, "/stream?channel=news")
+    assert [(m.id, m.data) for m in newcomer.events(4)] == [*expected, (later, "later")]
+    assert sse.stats["store_reads"] == reads + 1
+    for client in [first, *crowd, newcomer]:
+        assert until_end(client, sse, "news") == []  # and nothing twice
+    assert other_app.name  # the other app lives as long as the test
+
+
+@pytest.mark.parametrize("spread", [5, 0.2, 0])
+def test_a_stream_ended_for_a_planned_reason_tells_its_client_a_retry_drawn_in_the_spread(
+    make_app, serve, spread
+) -> None:
+    app, sse = make_app(SSE_RECONNECT_SPREAD=spread)
+    port = serve(app).port
+    retries = []
+    for _ in range(20):
+        client = StreamClient(port, "/stream?channel=news")
+        client.next_chunk()  # the opening
+        sse.end_streams(channel="news")
+        body, ended = dechunk(read_to_the_end(client.sock, client._raw))
+        client.close()
+        assert ended, body
+        retries += [int(n) for n in re.findall(rb"(?m)^retry: (\d+)$", body)]
+    if spread:
+        assert len(retries) == 20 and all(0 <= retry <= spread * 1000 for retry in retries), retries
+        assert len(set(retries)) > 10, f"not drawn at random: {retries}"
+    else:
+        assert retries == []
