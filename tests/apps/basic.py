@@ -19,7 +19,7 @@ which worker of a gunicorn served it. When the backend cannot reach its store
 ``/burst`` answer ``503`` with ``{"error": "<what happened>"}``.
 
 The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
-``SSE_KEEPALIVE`` (seconds), when set, configure the extension.
+``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds), when set, configure the extension.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def create_app() -> Flask:
     for key in ("SSE_REDIS_URL", "SSE_REDIS_PREFIX"):
         if os.environ.get(key):
             app.config[key] = os.environ[key]
-    if os.environ.get("SSE_KEEPALIVE"):
-        app.config["SSE_KEEPALIVE"] = float(os.environ["SSE_KEEPALIVE"])
+    for key in ("SSE_KEEPALIVE", "SSE_RECONNECT_SPREAD"):
+        if os.environ.get(key):
+            app.config[key] = float(os.environ[key])
     SSE(app)
 
     @app.after_request
