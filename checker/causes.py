@@ -13,9 +13,11 @@
   subject had been revoked or its admission had expired;
 - ``end-without-cause``: a stream the server ended (or whose connection
   broke) has a cause in the history: an ending that matched it, its expiry,
-  a stop of its process, a Redis fault within ``REDIS_RECOVERY`` before, a
-  stall of its client (a span in which it did not read), or a burst of more
-  events of its channels than SSE_QUEUE_SIZE just before.
+  a stop of its process, a Redis fault within ``REDIS_RECOVERY`` before that
+  it opened during (a stream open before a Redis fault is told in-band and
+  stays open; without a store, any Redis fault), a stall of its client (a
+  span in which it did not read), or a burst of more events of its channels
+  than SSE_QUEUE_SIZE just before.
 
 A deadline is not judged where the client did not read for a while after
 it (it notices an end only when it reads).
@@ -178,6 +180,14 @@ def _burst(connection: Connection, history: History, end: float) -> bool:
     return sent > size
 
 
+def _ended_by(fault: Fault, connection: Connection, history: History) -> bool:
+    """Whether a Redis fault may end this stream: one that opened while Redis was disturbed (it is hung up),
+    or any, without a store. A stream open before the fault outlives it: the library recovers, and tells
+    the streams that may have missed something in-band (the reset event, then the store), without ending
+    them (docs/guarantees.rst, "Redis faults")."""
+    return history.meta.max_history == 0 or (connection.opened or 0.0) >= fault.start
+
+
 def end_without_cause(connection: Connection, history: History) -> list[Violation]:
     if not admitted(connection) or connection.end is None or connection.ended in CLIENT_ENDS:
         return []
@@ -194,11 +204,16 @@ def end_without_cause(connection: Connection, history: History) -> list[Violatio
     for fault in history.faults:
         if fault.start <= end and connection.pid in fault.killed_pids + fault.stopped_pids:
             return []
-        if fault.hits_redis and fault.start <= end <= fault.end + REDIS_RECOVERY:
+        if (
+            fault.hits_redis
+            and fault.start <= end <= fault.end + REDIS_RECOVERY
+            and _ended_by(fault, connection, history)
+        ):
             return []
     why = (
         f"the server ended it ({connection.ended}) at {end:.3f} s, open since {connection.opened:.3f} s on worker"
         f" {connection.pid}, with no cause in the history: no ending or expiry matched it, its process was not"
-        f" stopped, Redis was not disturbed in the {REDIS_RECOVERY:g} s before, and its client did not stall"
+        f" stopped, no Redis fault it opened during came in the {REDIS_RECOVERY:g} s before (one it was open"
+        f" through must not end it), and its client did not stall"
     )
     return [Violation("end-without-cause", why, connection.client, connection.n)]

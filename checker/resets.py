@@ -7,12 +7,15 @@ connection's channels with an id above ``r`` may have left the store: at least
 SSE_MAX_HISTORY of them were invoked before ``t``, or, with SSE_HISTORY_TTL,
 one was invoked more than TTL - 0.5 s before ``t``; or (c) a fault that loses
 data was not over yet when the send that got ``r`` was invoked, and began
-before ``t``; or (d) no accepted send got ``r``. With SSE_MAX_HISTORY = 0 no
+before ``t``; or (d) no accepted send got ``r``. A reset on an open stream
+(after other events on it: told in-band) is justified by a Redis fault
+within the library's recovery time before it. With SSE_MAX_HISTORY = 0 no
 reset is ever due, and a connection that sent no resume point never needs one.
 """
 
 from __future__ import annotations
 
+from .causes import REDIS_RECOVERY
 from .history import Connection, Received, Send
 from .model import Model, Violation
 
@@ -42,6 +45,8 @@ def _unjustified(connection: Connection, reset: Received, model: Model) -> str |
     resume = connection.resume
     if model.meta.max_history == 0:
         return f"a reset at {reset.t:.3f} s although SSE_MAX_HISTORY is 0 (nothing is stored, no reset is due)"
+    if connection.events and connection.events[0] is not reset:
+        return _in_band(reset, model)
     if resume is None:
         return f"a reset at {reset.t:.3f} s on a connection that sent no resume point"
     scope = model.scope(connection.pid)
@@ -65,6 +70,17 @@ def _unjustified(connection: Connection, reset: Received, model: Model) -> str |
         f"reset at {reset.t:.3f} s when resuming from {resume} (sent at {sent.invoke:.3f} s), though the store"
         f" could hold every later event of {', '.join(connection.channels)} and no fault lost data:"
         " reset where the stream could have been served exactly"
+    )
+
+
+def _in_band(reset: Received, model: Model) -> str | None:
+    """A reset on an open stream, after what it had received: due only while its process recovers from a
+    Redis fault (it may have missed events, or Redis lost data)."""
+    if any(f.hits_redis and f.start <= reset.t <= f.end + REDIS_RECOVERY for f in model.history.faults):
+        return None
+    return (
+        f"a reset at {reset.t:.3f} s on an open stream, with no Redis fault in the {REDIS_RECOVERY:g} s before:"
+        " an in-band reset comes only from a recovery"
     )
 
 

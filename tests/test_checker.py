@@ -278,6 +278,23 @@ def test_a_stream_the_server_ends_needs_a_cause() -> None:
     assert kinds(History(meta(), connections=[authorized(0, 9.0, 9.5)], faults=[far])) == ["end-without-cause"]
 
 
+def test_a_redis_fault_ends_only_the_streams_that_open_during_it_unless_nothing_is_stored() -> None:
+    # Open through the loss: told in-band, not ended. Opened during it: hung up, rightly.
+    loss = Fault("redis-restart-empty", 2.0, 2.5, loses_data=True, kills_store=True, hits_redis=True)
+    through = authorized(0, 1.0, 3.0)
+    assert kinds(History(meta(), connections=[through], faults=[loss])) == ["end-without-cause"]
+    assert check(History(meta(max_history=0), connections=[through], faults=[loss])) == []
+    assert check(History(meta(), connections=[authorized(0, 2.2, 2.3)], faults=[loss])) == []
+
+
+def test_an_in_band_reset_needs_a_redis_fault_just_before() -> None:
+    received = [*ids_data([1, 2]), (None, "RESET"), *ids_data([1, 2, 3, 4, 5])]
+    told = connection(0, received, 0.5)
+    loss = Fault("redis-restart-empty", 1.9, 2.0, loses_data=True, kills_store=True, hits_redis=True)
+    assert check(History(meta(), five_sends(), [told], [loss])) == []
+    assert kinds(History(meta(), five_sends(), [told])) == ["unneeded-reset"]
+
+
 # -- resources against the start of the run -----------------------------------------------------------------
 
 
