@@ -57,7 +57,7 @@ class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
         "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
-        "writer", "counters", "writes", "in_write",
+        "writer", "counters", "writes", "in_write", "opened_at",
     )  # fmt: skip
 
     def __init__(
@@ -107,8 +107,9 @@ class Stream:
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
-        #: The client has every id'd event up to this id (its replay): queued copies are dropped.
-        self.upto = 0
+        #: The client has every id'd event up to this id (its replay): queued copies are dropped; and when its
+        #: replay was decided (``time.monotonic()``, inf until then): a recovery that read before keeps off it.
+        self.upto, self.opened_at = 0, float("inf")
         #: Direct writes to its socket, under gevent (see socket_writer).
         self.writer: Writer | None = None
         self.counters = counters or Counters()
@@ -116,16 +117,14 @@ class Stream:
     def __repr__(self) -> str:
         return f"<Stream channels={self.channels!r} remote_addr={self.remote_addr!r}>"
 
-    @property
-    def queue_size(self) -> int:
-        return self._limit
+    queue_size = property(lambda self: self._limit)
 
     def info(self) -> StreamInfo:
         return StreamInfo(self.channels, self.remote_addr, self.started_at)
 
     def replayed(self, upto: int) -> None:
         """The client has every id'd event up to ``upto``: drop queued or later copies of them."""
-        self.upto = upto
+        self.upto, self.opened_at = upto, time.monotonic()
 
     def push(self, event: Event, thread: int) -> None:
         """Queue ``event``; from any greenlet or thread (``thread``: the sender's), never blocks."""

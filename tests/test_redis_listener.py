@@ -298,3 +298,32 @@ def test_a_live_only_event_received_while_a_new_channel_reads_its_store_is_not_t
         direct.client_kill_filter(_type="pubsub")
     wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
     assert [m.data for m in until_end(client, sse, "n")] == []  # still open, nothing missed
+
+
+def test_a_stream_that_opens_while_the_listener_recovers_from_a_data_loss_keeps_its_newer_store(
+    redis_server, serve, client_for, proxied
+) -> None:
+    # Redis lost data: the listener reads the store, then tells every open
+    # stream in-band (the reset event, that store). A stream that opened in
+    # between read the store after it: told the older read, its client would
+    # lose what came in between (found by the checker, seed 2016718608).
+    proxy, app, sse, elsewhere = proxied()
+    port = serve(app).port
+    before = client_for(port)
+    assert sse.send_new_event(data="before", id=True) == 1
+    assert before.next_event().data == "before"
+
+    proxy.hold_before(b"{sse}:endings")  # the listener has read the store; it reads the endings next
+    with redis_server.client() as direct:
+        direct.flushall()
+        direct.client_kill_filter(_type="pubsub")
+    assert proxy.holding.wait(10), "no recovery after the subscription was killed"
+    elsewhere.send_new_event(data="after the listener read", id=True)
+    meanwhile = client_for(port)
+    assert [m.data for m in meanwhile.events(1)] == ["after the listener read"]
+    proxy.release()
+
+    wait_until(lambda: sse.stats["resets_sent"] >= 1, what="the open stream to be told in-band")
+    got = [(m.event, m.data) for m in before.events(2)]
+    assert got == [("sse-reset", ""), ("message", "after the listener read")]
+    assert [(m.event, m.data) for m in until_end(meanwhile, sse)] == []
