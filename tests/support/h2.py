@@ -27,7 +27,9 @@ from typing import Any
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 import httpx
 from cryptography import x509
@@ -169,6 +171,18 @@ class H2Stream:
         return f"<H2Stream {self.stream_id} status={self.status} events={len(self.events)} ended={self.ended}>"
 
 
+class _Connection(h2.connection.H2Connection):  # type: ignore[misc]
+    """h2's client side, which takes a graceful GOAWAY as browsers do: the open streams go on (RFC 9113 6.8)."""
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        if frame.error_code != 0:
+            return super()._receive_goaway_frame(frame)
+        event = h2.events.ConnectionTerminated()
+        event.error_code = h2.errors.ErrorCodes.NO_ERROR
+        event.last_stream_id = frame.last_stream_id
+        return [], [event]
+
+
 class H2Client:
     """One HTTP/2 connection to ``port`` (TLS with ALPN ``h2``, or h2c with prior knowledge)."""
 
@@ -189,7 +203,7 @@ class H2Client:
         self.goaway: Any = None
         self.changed = threading.Condition()
         self.streams: dict[int, H2Stream] = {}
-        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn = _Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.local_settings = h2.settings.Settings(
             client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW}
         )
@@ -244,8 +258,11 @@ class H2Client:
             length = event.flow_controlled_length
             if length:
                 self.conn.increment_flow_control_window(length)
-                if not stream.stalled and stream.ended is None and not event.stream_ended:
-                    self.conn.increment_flow_control_window(length, stream_id=event.stream_id)
+                if not stream.stalled:
+                    try:
+                        self.conn.increment_flow_control_window(length, stream_id=event.stream_id)
+                    except h2.exceptions.StreamClosedError:
+                        pass  # its end came in the same read
         elif isinstance(event, h2.events.StreamEnded) and stream is not None:
             stream.ended = "END_STREAM"
         elif isinstance(event, h2.events.StreamReset) and stream is not None:
