@@ -106,15 +106,18 @@ def test_keepalive_comments_flow_on_an_idle_stream(client: H2Client) -> None:
 
 
 def test_counts_and_stats_follow_the_streams_of_one_connection(server: H2Server) -> None:
+    # The connections of the tests before have closed: their streams end.
+    wait_until(lambda: server.info()["streams"] == 0, 5, "no stream open")
     before = server.info()
     connection = H2Client(server.port, server.tls)
-    streams = [opened(connection.open(f"/stream?channel={channel()}")) for _ in range(5)]
-    during = server.info()
-    assert during["streams"] == before["streams"] + 5
-    assert during["count"] == before["count"] + 5
-    assert during["stats"]["streams_opened"] >= before["stats"]["streams_opened"] + 5
-    connection.close()
-    wait_until(lambda: server.info()["streams"] == before["streams"], 5, "the streams closed with their connection")
+    try:
+        streams = [opened(connection.open(f"/stream?channel={channel()}")) for _ in range(5)]
+        during = server.info()
+        assert during["streams"] == during["count"] == 5
+        assert during["stats"]["streams_opened"] == before["stats"]["streams_opened"] + 5
+    finally:
+        connection.close()
+    wait_until(lambda: server.info()["streams"] == 0, 5, "the streams closed with their connection")
     assert all(stream.ended is not None for stream in streams)
 
 
@@ -178,5 +181,6 @@ def test_sigterm_ends_every_stream_of_a_connection_on_an_event_boundary(tmp_path
             assert stream.body.endswith(b"\n\n"), bytes(stream.body[-80:])
         assert time.monotonic() - started < 1.5
         wait_until(lambda: connection.goaway is not None, 5, "GOAWAY")
+        connection.close()
     finally:
         server.stop()
