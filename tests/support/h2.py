@@ -186,7 +186,7 @@ class _Connection(h2.connection.H2Connection):  # type: ignore[misc]
 class H2Client:
     """One HTTP/2 connection to ``port`` (TLS with ALPN ``h2``, or h2c with prior knowledge)."""
 
-    def __init__(self, port: int, tls: bool, record: bool = False) -> None:
+    def __init__(self, port: int, tls: bool, record: bool = False, stream_window: int = STREAM_WINDOW) -> None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         if tls:
             context = ssl.create_default_context()
@@ -205,7 +205,7 @@ class H2Client:
         self.streams: dict[int, H2Stream] = {}
         self.conn = _Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         self.conn.local_settings = h2.settings.Settings(
-            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW}
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window}
         )
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
