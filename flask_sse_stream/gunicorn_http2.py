@@ -111,8 +111,14 @@ class Connection(HTTP2ServerConnection):  # type: ignore[misc]
         if self.goaway_sent or self._closed:
             return
         self.goaway_sent = True
-        last = max(self.streams, default=0)
+        last = self.h2_conn.highest_inbound_stream_id
         self._queue(GoAwayFrame(0, last_stream_id=last, error_code=0).serialize())
+
+    def close(self, error_code: int = 0, last_stream_id: int | None = None) -> None:
+        # The last stream the peer opened, open or done: a request it sends meanwhile it may retry elsewhere.
+        if last_stream_id is None:
+            last_stream_id = self.h2_conn.highest_inbound_stream_id
+        super().close(error_code, last_stream_id)
 
     # Waiting: streams wait for credit or room; the reader and the writer wake them.
 
@@ -225,7 +231,7 @@ class GeventWorker(_GeventWorker):  # type: ignore[misc]
             connection.flush_and_stop(timeout=1)
 
     def _read_streams(self, listener_name: Any, client: Any, addr: Any, connection: Connection, streams: Any) -> None:
-        idle = 0.0
+        busy_at = time.monotonic()
         while not connection.is_closed:
             if not self.alive:
                 connection.goaway()
@@ -234,8 +240,9 @@ class GeventWorker(_GeventWorker):  # type: ignore[misc]
             for request in connection.receive_data():
                 streams.spawn(self._serve_stream, listener_name, request, client, addr, connection)
             # gunicorn's keepalive: an HTTP/2 connection without streams closes after it.
-            idle = idle + READ_TICK if not len(streams) else 0.0
-            if self.cfg.keepalive and idle > self.cfg.keepalive and not connection.streams:
+            if len(streams) or connection.streams:
+                busy_at = time.monotonic()
+            elif self.cfg.keepalive and time.monotonic() - busy_at > self.cfg.keepalive:
                 return
 
     def _serve_stream(self, listener_name: Any, request: Any, client: Any, addr: Any, connection: Connection) -> None:

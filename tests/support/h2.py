@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
+import selectors
 import socket
 import ssl
 import threading
@@ -210,7 +211,11 @@ class H2Client:
         self.conn.initiate_connection()
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.sock.sendall(self.conn.data_to_send())
-        self._reader = threading.Thread(target=self._read, daemon=True)
+        # One thread does all the connection's I/O (OpenSSL takes no read and write from two threads at once);
+        # open() wakes it through this pair to send.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._closing = False
+        self._reader = threading.Thread(target=self._run, daemon=True)
         self._reader.start()
 
     def open(self, path: str, headers: dict[str, str] | None = None) -> H2Stream:
@@ -222,30 +227,49 @@ class H2Client:
             stream_id = self.conn.get_next_available_stream_id()
             stream = self.streams[stream_id] = H2Stream(self, stream_id)
             self.conn.send_headers(stream_id, fields, end_stream=True)
-            self.sock.sendall(self.conn.data_to_send())
+        self._wake_w.send(b"x")
         return stream
 
-    def _read(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                data = b""
-            with self.changed:
-                if not data:
-                    for stream in self.streams.values():
-                        stream.ended = stream.ended or "connection lost"
-                    self.changed.notify_all()
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while not self._closing:
+                pending = isinstance(self.sock, ssl.SSLSocket) and self.sock.pending()
+                ready = [key.fileobj for key, _ in selector.select(None if not pending else 0)]
+                if self._wake_r in ready:
+                    self._wake_r.recv(4096)
+                data = b"?"
+                if pending or self.sock in ready:
+                    try:
+                        data = self.sock.recv(65536)
+                    except OSError:
+                        data = b""
+                if not self._step(data):
                     return
+        finally:
+            selector.close()
+
+    def _step(self, data: bytes) -> bool:
+        """Take ``data`` (``b"?"``: nothing read) and send what is due; False once the connection is gone."""
+        with self.changed:
+            if not data:
+                for stream in self.streams.values():
+                    stream.ended = stream.ended or "connection lost"
+                self.changed.notify_all()
+                return False
+            if data != b"?":
                 if self.record:
                     self.wire += data
                 for event in self.conn.receive_data(data):
                     self._handle(event)
-                try:
-                    self.sock.sendall(self.conn.data_to_send())
-                except OSError:
-                    pass
-                self.changed.notify_all()
+            try:
+                self.sock.sendall(self.conn.data_to_send())
+            except OSError:
+                pass
+            self.changed.notify_all()
+            return True
 
     def _handle(self, event: Any) -> None:
         stream = self.streams.get(getattr(event, "stream_id", 0) or 0)
@@ -271,12 +295,16 @@ class H2Client:
             self.goaway = event
 
     def close(self) -> None:
+        self._closing = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self.sock.close()
+        self._wake_w.send(b"x")
         self._reader.join(5)
+        self.sock.close()
+        self._wake_r.close()
+        self._wake_w.close()
 
 
 def wait_all(streams: list[H2Stream], count: int, timeout: float = 10.0) -> None:
