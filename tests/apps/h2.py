@@ -10,6 +10,9 @@ JSON object in the environment variable ``H2_SSE_CONFIG`` (``{"SSE_QUEUE_SIZE":
   ``size`` bytes of data) in this one request; answers ``{"ids": [...]}``.
 - ``POST /end?channel=``: ``sse.end_streams(channel=...)``.
 - ``GET /info``: the pid, the open streams, ``stats`` and ``count_streams()``.
+- ``GET /page?channel=``: a page whose ``EventSource`` of that channel is
+  ``window.source``, with what it received in ``window.received`` (``{type,
+  lastEventId, data}``) and its number of opens in ``window.opens``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,17 @@ from typing import Any
 from flask import Flask, jsonify, request
 
 from flask_sse_stream import SSE
+
+PAGE = """<!doctype html>
+<title>h2</title>
+<script>
+  window.received = [];
+  window.opens = 0;
+  window.source = new EventSource(%s);
+  source.onopen = () => { window.opens += 1; };
+  source.onmessage = (e) => { window.received.push({type: e.type, lastEventId: e.lastEventId, data: e.data}); };
+</script>
+"""
 
 
 def create_app() -> Flask:
@@ -62,5 +76,9 @@ def create_app() -> Flask:
     @app.get("/info")
     def info() -> Any:
         return jsonify(pid=os.getpid(), streams=len(sse.connections), stats=sse.stats, count=sse.count_streams())
+
+    @app.get("/page")
+    def page() -> Any:
+        return PAGE % json.dumps(f"/stream?channel={request.args.get('channel', 'sse')}")
 
     return app
