@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from hyperframe.frame import DataFrame, Frame
 
@@ -184,3 +185,13 @@ def test_sigterm_ends_every_stream_of_a_connection_on_an_event_boundary(tmp_path
         connection.close()
     finally:
         server.stop()
+
+
+def test_the_same_worker_serves_a_stream_over_http11_too(server: H2Server) -> None:
+    name = channel()
+    server.post("/publish", data="over http/1.1", channel=name, id="1")
+    with httpx.Client(base_url=server.url, http1=True, http2=False, verify=False, timeout=30) as http:
+        with http.stream("GET", f"/stream?channel={name}") as response:
+            assert response.http_version == "HTTP/1.1"
+            lines = response.iter_lines()
+            assert "data: over http/1.1" in [next(lines) for _ in range(5)]
