@@ -195,3 +195,19 @@ def test_the_same_worker_serves_a_stream_over_http11_too(server: H2Server) -> No
             assert response.http_version == "HTTP/1.1"
             lines = response.iter_lines()
             assert "data: over http/1.1" in [next(lines) for _ in range(5)]
+
+
+def test_an_http11_request_upgraded_to_h2c_is_the_first_stream(tmp_path: Path) -> None:
+    server = H2Server(tmp_path, tls=False, config=CONFIG)
+    try:
+        name = channel()
+        connection = H2Client(server.port, tls=False, upgrade=f"/stream?channel={name}")
+        try:
+            upgraded = opened(connection.streams[1])
+            other = opened(connection.open(f"/stream?channel={name}"))
+            server.post("/publish", data="both", channel=name)
+            assert upgraded.wait_events(1) == other.wait_events(1) == ["both"]
+        finally:
+            connection.close()
+    finally:
+        server.stop()

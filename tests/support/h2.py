@@ -187,7 +187,11 @@ class _Connection(h2.connection.H2Connection):  # type: ignore[misc]
 class H2Client:
     """One HTTP/2 connection to ``port`` (TLS with ALPN ``h2``, or h2c with prior knowledge)."""
 
-    def __init__(self, port: int, tls: bool, record: bool = False, stream_window: int = STREAM_WINDOW) -> None:
+    def __init__(
+        self, port: int, tls: bool, record: bool = False, stream_window: int = STREAM_WINDOW, upgrade: str | None = None
+    ) -> None:
+        """With ``upgrade`` (a path, h2c only), the connection starts as an HTTP/1.1 GET of it with ``Upgrade: h2c``,
+        whose response is stream 1 (``self.streams[1]``)."""
         raw = socket.create_connection(("127.0.0.1", port), timeout=10)
         if tls:
             context = ssl.create_default_context()
@@ -208,7 +212,10 @@ class H2Client:
         self.conn.local_settings = h2.settings.Settings(
             client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: stream_window}
         )
-        self.conn.initiate_connection()
+        if upgrade is None:
+            self.conn.initiate_connection()
+        else:
+            self._upgrade(upgrade)
         self.conn.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         self.sock.sendall(self.conn.data_to_send())
         # One thread does all the connection's I/O (OpenSSL takes no read and write from two threads at once);
@@ -217,6 +224,17 @@ class H2Client:
         self._closing = False
         self._reader = threading.Thread(target=self._run, daemon=True)
         self._reader.start()
+
+    def _upgrade(self, path: str) -> None:
+        settings = self.conn.initiate_upgrade_connection()
+        request = (f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+                   f"Upgrade: h2c\r\nHTTP2-Settings: {settings.decode()}\r\n\r\n")  # fmt: skip
+        self.sock.sendall(request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += self.sock.recv(1)  # byte by byte: what follows the 101 is HTTP/2, for h2
+        assert answer.startswith(b"HTTP/1.1 101"), answer
+        self.streams[1] = H2Stream(self, 1)
 
     def open(self, path: str, headers: dict[str, str] | None = None) -> H2Stream:
         """A GET of ``path`` on a new stream of this connection."""
