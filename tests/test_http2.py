@@ -122,6 +122,24 @@ def test_counts_and_stats_follow_the_streams_of_one_connection(server: H2Server)
     assert all(stream.ended is not None for stream in streams)
 
 
+def metric(server: H2Server, name: str) -> float:
+    for line in server.http.get("/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def test_prometheus_metrics_follow_the_http2_streams(server: H2Server, client: H2Client) -> None:
+    opened_before = metric(server, "flask_sse_stream_streams_opened_total")
+    sent_before = metric(server, "flask_sse_stream_events_sent_total")
+    name = channel()
+    streams = [opened(client.open(f"/stream?channel={name}")) for _ in range(3)]
+    server.post("/publish", data="counted", channel=name)
+    wait_all(streams, 1)
+    assert metric(server, "flask_sse_stream_streams_opened_total") == opened_before + 3
+    assert metric(server, "flask_sse_stream_events_sent_total") == sent_before + 1
+
+
 def test_health_probes_answer_over_http2(server: H2Server) -> None:
     for path in ("/stream/health/live", "/stream/health/ready"):
         response = server.http.get(path)

@@ -10,6 +10,7 @@ JSON object in the environment variable ``H2_SSE_CONFIG`` (``{"SSE_QUEUE_SIZE":
   ``size`` bytes of data) in this one request; answers ``{"ids": [...]}``.
 - ``POST /end?channel=``: ``sse.end_streams(channel=...)``.
 - ``GET /info``: the pid, the open streams, ``stats`` and ``count_streams()``.
+- ``GET /metrics``: ``prometheus_client``'s default registry (``SSE_METRICS``).
 - ``GET /page?channel=``: a page whose ``EventSource`` of that channel is
   ``window.source``, with what it received in ``window.received`` (``{type,
   lastEventId, data}``) and its number of opens in ``window.opens``.
@@ -21,7 +22,8 @@ import json
 import os
 from typing import Any
 
-from flask import Flask, jsonify, request
+import prometheus_client
+from flask import Flask, Response, jsonify, request
 
 from flask_sse_stream import SSE
 
@@ -76,6 +78,10 @@ def create_app() -> Flask:
     @app.get("/info")
     def info() -> Any:
         return jsonify(pid=os.getpid(), streams=len(sse.connections), stats=sse.stats, count=sse.count_streams())
+
+    @app.get("/metrics")
+    def metrics() -> Any:
+        return Response(prometheus_client.generate_latest(), content_type=prometheus_client.CONTENT_TYPE_LATEST)
 
     @app.get("/page")
     def page() -> Any:
