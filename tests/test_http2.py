@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from hyperframe.frame import DataFrame, Frame
 
+from flask_sse_stream.stream_request import multiplexed, socket_of
 from tests.support.h2 import H2Client, H2Server, H2Stream, wait_all
 from tests.support.waiting import wait_until
 
@@ -229,3 +231,22 @@ def test_an_http11_request_upgraded_to_h2c_is_the_first_stream(tmp_path: Path) -
             connection.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize(
+    ("environ", "shared"),
+    [
+        ({"SERVER_PROTOCOL": "HTTP/2.0"}, True),  # gunicorn's
+        ({"SERVER_PROTOCOL": "HTTP/2"}, True),
+        ({"SERVER_PROTOCOL": "HTTP/1.1", "gunicorn.http2.send_trailers": print}, True),
+        ({"SERVER_PROTOCOL": "HTTP/1.1"}, False),
+        ({"SERVER_PROTOCOL": "HTTP/1.0"}, False),
+    ],
+)
+def test_the_socket_of_an_http2_stream_is_never_the_librarys(environ: dict[str, object], shared: bool) -> None:
+    sock = socket.socket()
+    try:
+        assert multiplexed({**environ, "gunicorn.socket": sock}) is shared
+        assert socket_of({**environ, "gunicorn.socket": sock}) is (None if shared else sock)
+    finally:
+        sock.close()
