@@ -250,3 +250,22 @@ def test_the_socket_of_an_http2_stream_is_never_the_librarys(environ: dict[str, 
         assert socket_of({**environ, "gunicorn.socket": sock}) is (None if shared else sock)
     finally:
         sock.close()
+
+
+def test_gunicorns_own_gevent_worker_serves_one_stream_of_a_connection_at_a_time(tmp_path: Path) -> None:
+    # Why flask_sse_stream.gunicorn_http2 exists (docs/deployment.rst): should gunicorn change this, the
+    # docs must say so.
+    server = H2Server(tmp_path, tls=False, config=CONFIG, worker="gevent")
+    try:
+        connection = H2Client(server.port, tls=False)
+        try:
+            name = channel()
+            first = opened(connection.open(f"/stream?channel={name}"))
+            second = connection.open(f"/stream?channel={name}")
+            server.post("/publish", data="only the first", channel=name)
+            assert first.wait_events(1) == ["only the first"]
+            assert second.status is None and not second.body
+        finally:
+            connection.close()
+    finally:
+        server.stop()

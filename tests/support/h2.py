@@ -74,10 +74,12 @@ def make_cert(directory: Path) -> tuple[Path, Path]:
 class H2Server:
     """One gunicorn worker serving HTTP/2 itself, with ``config`` for the extension."""
 
-    def __init__(self, directory: Path, tls: bool, config: dict[str, Any] | None = None, *extra: str) -> None:
+    def __init__(
+        self, directory: Path, tls: bool, config: dict[str, Any] | None = None, *extra: str, worker: str = WORKER
+    ) -> None:
         self.port = free_port()
         self.tls = tls
-        command = [PYTHON, "-m", "gunicorn", "-k", WORKER, "-w", "1", "--no-control-socket",
+        command = [PYTHON, "-m", "gunicorn", "-k", worker, "-w", "1", "--no-control-socket",
                    "--http-protocols", "h2,h1", "--graceful-timeout", "60", "-b", f"127.0.0.1:{self.port}"]  # fmt: skip
         if tls:
             cert, key = make_cert(directory)
