@@ -20,6 +20,8 @@ app.config.update(
 )
 if "SSE_REDIS_SUBSCRIBE" in os.environ:
     app.config["SSE_REDIS_SUBSCRIBE"] = os.environ["SSE_REDIS_SUBSCRIBE"]
+if "SSE_DIRECT_WRITES" in os.environ:
+    app.config["SSE_DIRECT_WRITES"] = os.environ["SSE_DIRECT_WRITES"] not in ("0", "false", "no")
 if "SSE_KEEPALIVE" in os.environ:
     app.config["SSE_KEEPALIVE"] = float(os.environ["SSE_KEEPALIVE"])
 sse = SSE(app)

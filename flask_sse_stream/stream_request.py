@@ -90,13 +90,27 @@ def cors_headers(allowed: CorsOrigins, origin: str | None) -> dict[str, str]:
 
 
 def socket_of(environ: dict[str, Any]) -> Any:
-    """The client's socket, where the server tells it, so a stuck stream can be cut."""
+    """The client's socket, where the server tells it, so a stuck stream can be cut.
+
+    None on an HTTP/2 connection: there the socket carries the other streams
+    of the connection too, so it is neither written to nor shut down for one
+    of them (a stuck stream's writer is killed instead, and the server resets
+    that stream alone).
+    """
+    if multiplexed(environ):
+        return None
     sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
     if sock is None:
         # gevent.pywsgi: wsgi.input reads from sock.makefile("rb").
         stream = getattr(environ.get("wsgi.input"), "rfile", environ.get("wsgi.input"))
         sock = getattr(getattr(stream, "raw", None), "_sock", None)
     return sock if hasattr(sock, "shutdown") else None
+
+
+def multiplexed(environ: dict[str, Any]) -> bool:
+    """True for a request on a connection shared with other streams: HTTP/2 (gunicorn's h2 markers) or later."""
+    protocol = environ.get("SERVER_PROTOCOL") or ""
+    return protocol.startswith(("HTTP/2", "HTTP/3")) or "gunicorn.http2.send_trailers" in environ
 
 
 def direct_socket(environ: dict[str, Any], sock: Any) -> Any:

@@ -48,6 +48,7 @@ ORDER = [
     "core",
     "metrics",
     "gunicorn_worker",
+    "gunicorn_http2",
     "stream_request",
     "request_body",
     "stream_body",
