@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent.event
-from flask import Flask
 from gevent.monkey import get_original
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
@@ -28,8 +27,8 @@ from .core import SSECore, core_of
 from .event import show
 from .extension import SSE
 from .fanout import end_gracefully
+from .server_app import standalone_app
 from .stream import GRACE
-from .stream_view import stream_response
 
 log = logging.getLogger("flask_sse_stream.server")
 
@@ -100,7 +99,7 @@ def start_sse_tcp_port(
     core = core_of(app)
     origins = _origins(cors_origins, core.settings.cors_origins)
     listener = _listen(hostname, port_no, max_allow_wait, bool(reuse))
-    server = _ServerThread(listener, _stream_app(app, core, origins, tag=listener), core, tag=listener)
+    server = _ServerThread(listener, standalone_app(app, core, origins, tag=listener), core, tag=listener)
     server.start()
     # A server thread still running Python while the interpreter shuts down can crash it.
     atexit.register(server.stop)
@@ -114,23 +113,6 @@ def _origins(cors_origins: str | Iterable[str] | None, own: CorsOrigins) -> Cors
     if isinstance(cors_origins, (set, frozenset)):
         cors_origins = list(cors_origins)
     return check_cors_origins("cors_origins", cors_origins)
-
-
-def _stream_app(app: Flask, core: SSECore, origins: Any, tag: object) -> Callable[..., Any]:
-    """A WSGI app that serves only ``core``'s stream, at ``/``, to ``origins``."""
-
-    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") not in ("", "/"):
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"the stream is at /\n"]
-        address = environ.get("REMOTE_ADDR", "")
-        if address.startswith("::ffff:"):  # an IPv4 client of the dual-stack listener
-            environ["REMOTE_ADDR"] = address[len("::ffff:") :]
-        with app.request_context(environ):
-            response = stream_response(core, origins, server=tag)
-        return response(environ, start_response)
-
-    return wsgi
 
 
 class _ServerThread:

@@ -39,11 +39,17 @@ _STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
+#: The environ key, set by the standalone server, that holds its ``(cors_origins, server tag)``.
+STANDALONE = "flask_sse_stream.standalone"
+
 log = logging.getLogger("flask_sse_stream")
 
 
 def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = None) -> Response:
     """Answer a request to the stream endpoint (any method), for ``cors_origins``."""
+    standalone = request.environ.get(STANDALONE)
+    if standalone is not None:  # the standalone server's port, through the app's pipeline
+        cors_origins, server = standalone
     headers = cors_headers(cors_origins, request.headers.get("Origin"))
     method = request.method
     if method == "OPTIONS":

@@ -57,6 +57,7 @@ ORDER = [
     "cli",
     "blueprint",
     "extension",
+    "server_app",
     "server",
     "racket",
     "compat",
