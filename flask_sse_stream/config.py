@@ -240,6 +240,16 @@ def _redis_url(value: Any) -> str | None:
             f"SSE_REDIS_URL must be None (in-process store) or a URL starting with"
             f" {', '.join(_REDIS_SCHEMES)}, got {got}"
         )
+    rest = value.partition("://")[2]
+    split_at = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
+    if "@" in rest[split_at:]:
+        # redis-py (and urllib) would read the user-info as a path, a query or a
+        # fragment, and connect to another host, without the password.
+        raise ValueError(
+            "SSE_REDIS_URL has an '@' after a '/', '?' or '#': a password (or username) with one of these"
+            " characters must be percent-encoded ('/' as %2F, '?' as %3F, '#' as %23, '@' as %40;"
+            f" urllib.parse.quote(password, safe='')), got {show(redact_url(value))}"
+        )
     return value
 
 
