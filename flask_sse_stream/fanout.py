@@ -75,12 +75,22 @@ class Fanout:
         """How many streams the client at ``address`` has open here."""
         return self._clients.get(address, 0)
 
-    def add(self, stream: Stream, limit: int, per_client: int | None = None) -> bool:
-        """Add ``stream`` unless ``limit`` streams, or ``per_client`` of its client's, are open; False if full."""
+    def full_for(self, address: str | None, limit: int, per_client: int | None = None) -> str | None:
+        """Why a stream of ``address`` would be refused now: ``"client_limit"``, ``"limit"``, or None."""
+        if per_client is not None and self._clients.get(address, 0) >= per_client:
+            return "client_limit"
+        return "limit" if len(self._all) >= limit else None
+
+    def add(self, stream: Stream, limit: int, per_client: int | None = None) -> str | None:
+        """Add ``stream`` unless ``limit`` streams, or ``per_client`` of its client's, are open.
+
+        Returns None if it was added, else why not (as :meth:`full_for`).
+        """
         with self._lock:
+            full = self.full_for(stream.remote_addr, limit, per_client)
+            if full is not None:
+                return full
             held = self._clients.get(stream.remote_addr, 0)
-            if len(self._all) >= limit or (per_client is not None and held >= per_client):
-                return False
             self._clients[stream.remote_addr] = held + 1
             self._all[stream] = None
             for channel in stream.channels:
@@ -90,7 +100,7 @@ class Fanout:
             if stream.since and (self._endings or self._forgotten) and self._ended_meanwhile(stream):
                 stream.close(planned=True)  # its opening answers with an empty stream: the client asks again
                 self.counters.streams_ended += 1
-        return True
+        return None
 
     def _ended_meanwhile(self, stream: Stream) -> bool:
         """Whether an ending that matches ``stream`` arrived after its authorization began."""

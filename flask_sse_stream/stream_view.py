@@ -68,9 +68,13 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     except BadRequest as error:
         _refused(core, "bad_request", "refused a stream from %s: %s", request.remote_addr, error)
         return refuse(400, str(error), headers)
+    address = request.remote_addr
+    # The cheap checks first: a client at a limit costs no authorizer call.
+    over = _over_limit(core, address, headers)
+    if over is not None:
+        return over
     since = time.monotonic()
     admitted = admit(core.authorizers, channels)
-    address = request.remote_addr
     if admitted.refused is not None:
         channel = admitted.refused
         _refused(core, "authorization", "refused a stream of %r to %s: @sse.authorize", channel, address)
@@ -97,17 +101,9 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
         # This worker is ending: open the stream and end it at once, so the
         # browser reconnects (with Last-Event-ID) to a worker that stays.
         return _hangup(sock, headers, farewell(settings.reconnect_spread))
-    per_client = settings.max_connections_per_client
-    if not core.fanout.add(stream, settings.max_connections, per_client):
-        address = request.remote_addr
-        if per_client is not None and core.fanout.held_by(address) >= per_client:
-            _refused(core, "client_limit", "refused a stream from %s: it has %d open", address, per_client)
-            message = f"this client already has {per_client} streams open here (SSE_MAX_CONNECTIONS_PER_CLIENT)"
-            return refuse(429, message, headers, {"Retry-After": str(RETRY_AFTER)})
-        limit = settings.max_connections
-        _refused(core, "limit", "refused a stream from %s: %d streams are open", address, limit)
-        message = f"this process serves its limit of {limit} streams"
-        return refuse(503, message, headers, {"Retry-After": str(RETRY_AFTER)})
+    full = core.fanout.add(stream, settings.max_connections, settings.max_connections_per_client)
+    if full is not None:
+        return _over_limit(core, stream.remote_addr, headers, full) or refuse(503, full, headers)
     try:
         replay = core.open_stream(stream, after)
     except ConnectionError as error:
@@ -134,6 +130,25 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
     direct = direct_socket(environ, sock) if settings.direct_writes else None
     body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
+
+
+def _over_limit(
+    core: SSECore, address: str | None, headers: dict[str, str], full: str | None = None
+) -> Response | None:
+    """The answer to a stream of ``address`` while this process, or that client, is at its limit; None if neither."""
+    settings = core.settings
+    per_client = settings.max_connections_per_client
+    full = full or core.fanout.full_for(address, settings.max_connections, per_client)
+    if full == "client_limit":
+        _refused(core, "client_limit", "refused a stream from %s: it has %d open", address, per_client)
+        message = f"this client already has {per_client} streams open here (SSE_MAX_CONNECTIONS_PER_CLIENT)"
+        return refuse(429, message, headers, {"Retry-After": str(RETRY_AFTER)})
+    if full == "limit":
+        limit = settings.max_connections
+        _refused(core, "limit", "refused a stream from %s: %d streams are open", address, limit)
+        message = f"this process serves its limit of {limit} streams"
+        return refuse(503, message, headers, {"Retry-After": str(RETRY_AFTER)})
+    return None
 
 
 def _hangup(sock: object, headers: dict[str, str], farewell: bytes | None = None) -> Response:
