@@ -42,8 +42,9 @@ class Fanout:
         # deliver() iterates without a lock and without copying.
         self._targets: dict[str, tuple[Stream, ...]] = {}
         self._all: dict[Stream, None] = {}
-        # client address -> its open streams here (for SSE_MAX_CONNECTIONS_PER_CLIENT).
-        self._clients: dict[str | None, int] = {}
+        # client (Stream.client: its address, or its IPv6 prefix) -> its open streams here
+        # (for SSE_MAX_CONNECTIONS_PER_CLIENT).
+        self._clients: dict[str | None, dict[Stream, None]] = {}
         # (arrival, ending) of recent end_streams() calls, oldest first, and
         # the latest arrival among those forgotten.
         self._endings: deque[tuple[float, Ending]] = deque()
@@ -71,13 +72,14 @@ class Fanout:
         with self._lock:
             return {channel: len(members) for channel, members in self._channels.items()}
 
-    def held_by(self, address: str | None) -> int:
-        """How many streams the client at ``address`` has open here."""
-        return self._clients.get(address, 0)
+    def streams_of(self, client: str | None) -> list[Stream]:
+        """The streams the client ``client`` (see :attr:`Stream.client`) has open here."""
+        with self._lock:
+            return list(self._clients.get(client, ()))
 
-    def full_for(self, address: str | None, limit: int, per_client: int | None = None) -> str | None:
-        """Why a stream of ``address`` would be refused now: ``"client_limit"``, ``"limit"``, or None."""
-        if per_client is not None and self._clients.get(address, 0) >= per_client:
+    def full_for(self, client: str | None, limit: int, per_client: int | None = None) -> str | None:
+        """Why a stream of ``client`` would be refused now: ``"client_limit"``, ``"limit"``, or None."""
+        if per_client is not None and len(self._clients.get(client, ())) >= per_client:
             return "client_limit"
         return "limit" if len(self._all) >= limit else None
 
@@ -87,11 +89,10 @@ class Fanout:
         Returns None if it was added, else why not (as :meth:`full_for`).
         """
         with self._lock:
-            full = self.full_for(stream.remote_addr, limit, per_client)
+            full = self.full_for(stream.client, limit, per_client)
             if full is not None:
                 return full
-            held = self._clients.get(stream.remote_addr, 0)
-            self._clients[stream.remote_addr] = held + 1
+            self._clients.setdefault(stream.client, {})[stream] = None
             self._all[stream] = None
             for channel in stream.channels:
                 self._channels.setdefault(channel, {})[stream] = None
@@ -118,9 +119,10 @@ class Fanout:
             if stream not in self._all:
                 return emptied
             del self._all[stream]
-            held = self._clients.pop(stream.remote_addr) - 1
-            if held:
-                self._clients[stream.remote_addr] = held
+            held = self._clients[stream.client]
+            del held[stream]
+            if not held:
+                del self._clients[stream.client]
             for channel in stream.channels:
                 members = self._channels.get(channel)
                 if members is not None:

@@ -17,6 +17,7 @@ from .config import CorsOrigins
 from .core import SSECore
 from .event import reset_frame
 from .gunicorn_worker import shutting_down
+from .hangups import watch
 from .stream import Stream, farewell
 from .stream_body import OPENING, Hangup, StreamBody
 from .stream_request import (
@@ -102,8 +103,10 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
         # browser reconnects (with Last-Event-ID) to a worker that stays.
         return _hangup(sock, headers, farewell(settings.reconnect_spread))
     full = core.fanout.add(stream, settings.max_connections, settings.max_connections_per_client)
+    if full == "client_limit" and _free_departed(core, stream.client):
+        full = core.fanout.add(stream, settings.max_connections, settings.max_connections_per_client)
     if full is not None:
-        return _over_limit(core, stream.remote_addr, headers, full) or refuse(503, full, headers)
+        return _over_limit(core, stream.client, headers, full) or refuse(503, full, headers)
     try:
         replay = core.open_stream(stream, after)
     except ConnectionError as error:
@@ -128,7 +131,9 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
     if replay.reset:
         first.append(reset_frame(settings.reset_event))
     direct = direct_socket(environ, sock) if settings.direct_writes else None
-    body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events)
+    # A client that closes its connection frees its stream at once, not at the next write.
+    unwatch = watch(sock, stream.abort) if sock is not None else None
+    body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events, unwatch)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
 
 
@@ -138,7 +143,10 @@ def _over_limit(
     """The answer to a stream of ``address`` while this process, or that client, is at its limit; None if neither."""
     settings = core.settings
     per_client = settings.max_connections_per_client
-    full = full or core.fanout.full_for(address, settings.max_connections, per_client)
+    if full is None:
+        full = core.fanout.full_for(address, settings.max_connections, per_client)
+        if full == "client_limit" and _free_departed(core, address):
+            full = core.fanout.full_for(address, settings.max_connections, per_client)
     if full == "client_limit":
         _refused(core, "client_limit", "refused a stream from %s: it has %d open", address, per_client)
         message = f"this client already has {per_client} streams open here (SSE_MAX_CONNECTIONS_PER_CLIENT)"
@@ -149,6 +157,19 @@ def _over_limit(
         message = f"this process serves its limit of {limit} streams"
         return refuse(503, message, headers, {"Retry-After": str(RETRY_AFTER)})
     return None
+
+
+def _free_departed(core: SSECore, client: str | None) -> int:
+    """End the streams of ``client`` whose connections it has closed (a reload just now); how many.
+
+    Their watchers would free them in a moment: a client at its limit that
+    reconnects at once must not be refused meanwhile.
+    """
+    gone = [stream for stream in core.fanout.streams_of(client) if stream.departed()]
+    for stream in gone:
+        stream.abort()
+        core.close_stream(stream)
+    return len(gone)
 
 
 def _hangup(sock: object, headers: dict[str, str], farewell: bytes | None = None) -> Response:

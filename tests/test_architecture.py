@@ -20,6 +20,7 @@ ORDER = [
     "event",
     "config",
     "concurrency",
+    "hangups",
     "quiet_log",
     "stats",
     "replay",
