@@ -59,6 +59,7 @@ ORDER = [
     "blueprint",
     "extension",
     "server_app",
+    "server_http",
     "server",
     "racket",
     "compat",
