@@ -23,6 +23,7 @@ from .stream_body import OPENING, Hangup, StreamBody
 from .stream_request import (
     BadRequest,
     check_one_channel,
+    client_key,
     cors_headers,
     direct_socket,
     parse_channels,
@@ -70,8 +71,9 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
         _refused(core, "bad_request", "refused a stream from %s: %s", request.remote_addr, error)
         return refuse(400, str(error), headers)
     address = request.remote_addr
+    client = client_key(address, core.settings.client_ipv6_prefix)
     # The cheap checks first: a client at a limit costs no authorizer call.
-    over = _over_limit(core, address, headers)
+    over = _over_limit(core, client, headers)
     if over is not None:
         return over
     since = time.monotonic()
@@ -90,6 +92,7 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     sock = socket_of(request.environ)
     stream = Stream(channels, address, core.settings.queue_size, sock, server, core.counters,
                     admitted.subjects, deadline, since, core.settings.reconnect_spread)  # fmt: skip
+    stream.client = client
     return _open(core, stream, sock, resume_point(request.environ, query), headers)
 
 
