@@ -45,6 +45,8 @@ class Fanout:
         # client (Stream.client: its address, or its IPv6 prefix) -> its open streams here
         # (for SSE_MAX_CONNECTIONS_PER_CLIENT).
         self._clients: dict[str | None, dict[Stream, None]] = {}
+        # subject -> its open streams here, so that end_streams(subject=...) costs what it ends.
+        self._subjects: dict[str, dict[Stream, None]] = {}
         # (arrival, ending) of recent end_streams() calls, oldest first, and
         # the latest arrival among those forgotten.
         self._endings: deque[tuple[float, Ending]] = deque()
@@ -93,6 +95,8 @@ class Fanout:
             if full is not None:
                 return full
             self._clients.setdefault(stream.client, {})[stream] = None
+            for subject in stream.subjects:
+                self._subjects.setdefault(subject, {})[stream] = None
             self._all[stream] = None
             for channel in stream.channels:
                 self._channels.setdefault(channel, {})[stream] = None
@@ -123,6 +127,11 @@ class Fanout:
             del held[stream]
             if not held:
                 del self._clients[stream.client]
+            for subject in stream.subjects:
+                of_subject = self._subjects[subject]
+                del of_subject[stream]
+                if not of_subject:
+                    del self._subjects[subject]
             for channel in stream.channels:
                 members = self._channels.get(channel)
                 if members is not None:
@@ -207,7 +216,7 @@ class Fanout:
                 endings.append((arrived, ending))
             while endings and (len(endings) > MAX_ENDINGS or endings[0][0] < now - REMEMBER_ENDINGS):
                 self._forgotten = max(self._forgotten, endings.popleft()[0])
-            candidates = self._all if ending.channel is None else self._channels.get(ending.channel, {})
+            candidates = self._candidates(ending)
             matched = [
                 stream
                 for stream in candidates
@@ -218,6 +227,17 @@ class Fanout:
         if matched:
             log.info("ended %d streams of %s", len(matched), describe(ending))
         return len(matched)
+
+    def _candidates(self, ending: Ending) -> dict[Stream, None]:
+        """The streams ``ending`` may match: those of its subject or of its channel, the fewer (under the lock)."""
+        of_channel = of_subject = None
+        if ending.channel is not None:
+            of_channel = self._channels.get(ending.channel, {})
+        if ending.subject is not None:
+            of_subject = self._subjects.get(ending.subject, {})
+        if of_channel is None or (of_subject is not None and len(of_subject) < len(of_channel)):
+            return of_subject if of_subject is not None else self._all
+        return of_channel
 
     def end_all_streams(self) -> None:
         """Every stream ends cleanly; its client resumes from its last id (the store may have lost data)."""
