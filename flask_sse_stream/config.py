@@ -41,7 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_METRICS_CHANNELS": 20,
     "SSE_RECONNECT_SPREAD": 5,
     "SSE_CLIENT_IPV6_PREFIX": 64,
-    "SSE_MAX_EVENT_BYTES": 1024 * 1024,
+    "SSE_MAX_EVENT_BYTES": 4 * 1024 * 1024,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -95,7 +95,7 @@ class Settings:
     #: IPv6 clients are one client per prefix of this many bits (SSE_MAX_CONNECTIONS_PER_CLIENT).
     client_ipv6_prefix: int = 64
     #: Bytes an event may take as sent (its ``event:``, ``retry:`` and ``data:`` lines).
-    max_event_bytes: int = 1024 * 1024
+    max_event_bytes: int = 4 * 1024 * 1024
 
 
 #: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.

@@ -58,15 +58,23 @@ def test_an_event_over_the_byte_bound_is_refused_naming_its_size(make_app) -> No
     assert sse.send_new_event(data="x" * 900, id=True) == 1
 
 
-def test_the_default_byte_bound_refuses_a_megabyte_of_newlines(make_app, serve) -> None:
-    # The publish body limit is 1 MiB; a body of newlines would be a 7 MiB event.
-    app, sse = make_app(SSE_PUBLISH_TOKEN=TOKEN)
-    assert app.config["SSE_MAX_EVENT_BYTES"] == 1024 * 1024
+def test_the_default_byte_bound_is_4_mib(make_app) -> None:
+    app, sse = make_app()
+    assert app.config["SSE_MAX_EVENT_BYTES"] == 4 * 1024 * 1024
+    assert sse.send_new_event(data="y" * 4_000_000, id=True) == 1  # 4 MB of data, as some apps send
+    with pytest.raises(ValueError, match="over SSE_MAX_EVENT_BYTES"):
+        sse.send_new_event(data="\n" * 600_000, id=True)  # 0.6 MB of newlines: a 4.2 MB event
+    assert list(sse.history()) == [1]
+
+
+def test_the_publish_endpoint_answers_400_to_an_event_over_the_bound(make_app, serve) -> None:
+    app, sse = make_app(SSE_PUBLISH_TOKEN=TOKEN, SSE_MAX_EVENT_BYTES=1024 * 1024)
     port = serve(app).port
+    # Within the 1 MiB body limit; as sent, each newline is a line "data: ": a 3.5 MB event.
     answer = call(port, body={"data": "\n" * 500_000, "id": True}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status == 400
     assert answer.json()["field"] == "data"
-    assert "SSE_MAX_EVENT_BYTES" in answer.json()["error"]
+    assert "SSE_MAX_EVENT_BYTES (1048576)" in answer.json()["error"]
     assert sse.history() == {}
 
 
