@@ -19,7 +19,8 @@ which worker of a gunicorn served it. When the backend cannot reach its store
 ``/burst`` answer ``503`` with ``{"error": "<what happened>"}``.
 
 The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
-``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds), when set, configure the extension.
+``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds) and ``SSE_METRICS_CHANNELS``, when set,
+configure the extension.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def create_app() -> Flask:
     for key in ("SSE_KEEPALIVE", "SSE_RECONNECT_SPREAD"):
         if os.environ.get(key):
             app.config[key] = float(os.environ[key])
+    if os.environ.get("SSE_METRICS_CHANNELS"):
+        app.config["SSE_METRICS_CHANNELS"] = int(os.environ["SSE_METRICS_CHANNELS"])
     SSE(app)
 
     @app.after_request
