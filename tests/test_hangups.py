@@ -23,6 +23,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from flask_sse_stream import SSE, start_sse_tcp_port
+from tests.support.browser import load, new_page, wait_open, wait_received
 from tests.support.client import StreamClient
 from tests.support.servers import free_port
 from tests.support.waiting import wait_until
@@ -116,3 +117,37 @@ def test_a_reload_gets_200_at_a_per_client_limit_of_one(served) -> None:
     assert client.next_event(timeout=2).data == "still served"
     client.close()
     freed_within(sse, FREED_WITHIN)
+
+
+RELOADING_PAGE = """<!doctype html>
+<title>reloads</title>
+<script>
+  window.received = [];
+  window.errors = 0;
+  const source = new EventSource("/stream");
+  window.source = source;
+  source.onerror = () => { window.errors += 1; };
+  source.onmessage = (event) => {
+    window.received.push({type: event.type, lastEventId: event.lastEventId, data: event.data});
+  };
+</script>
+"""
+
+
+def test_chromium_reloading_a_page_at_a_per_client_limit_of_one_keeps_its_stream(make_app, serve, browser) -> None:
+    app, sse = make_app(SSE_MAX_CONNECTIONS_PER_CLIENT=1, SSE_KEEPALIVE=60)
+    app.add_url_rule("/", "page", lambda: RELOADING_PAGE)
+    port = serve(app).port
+    page = new_page(browser)
+    try:
+        load(page, f"http://127.0.0.1:{port}/")
+        for _ in range(5):
+            page.reload()  # closes the old stream's connection and opens a new one at once
+            wait_open(page)
+        assert page.evaluate("window.errors") == 0  # never a 429, on which EventSource gives up
+        assert sse.stats["streams_refused_by_reason"]["client_limit"] == 0
+        sse.send_new_event(data="after five reloads")
+        assert [event["data"] for event in wait_received(page, 1)] == ["after five reloads"]
+    finally:
+        page.context.close()
+    wait_until(lambda: len(sse.connections) == 0, timeout=FREED_WITHIN, what="the closed page's stream to be freed")
