@@ -55,9 +55,11 @@ def departed(sock: Any) -> bool:
         poller.register(fd, select.POLLIN | select.POLLPRI)
         if not poller.poll(0):
             return False
-        return not raw.recv(1, _PEEK)
-    except (BlockingIOError, InterruptedError):
-        return False
+        # The TCP bytes themselves, under any TLS layer (whose recv takes no flags).
+        peek = socket.socket.recv if isinstance(raw, socket.socket) else type(raw).recv
+        return not peek(raw, 1, _PEEK)
+    except (BlockingIOError, InterruptedError, ValueError, TypeError):
+        return False  # cannot tell: a write will
     except OSError:
         return True  # reset, or closed under us
 
@@ -140,12 +142,12 @@ class _ThreadWatcher:
             except InterruptedError:
                 continue
             for fd, _ in ready:
-                gone = self._check(fd)
-                if gone is not None:
-                    try:
+                try:
+                    gone = self._check(fd)
+                    if gone is not None:
                         gone()
-                    except Exception:  # the watcher must go on
-                        log.exception("could not end the stream of a departed client")
+                except Exception:  # the watcher must go on
+                    log.exception("could not end the stream of a departed client")
 
     def _check(self, fd: int) -> Callable[[], None] | None:
         """``gone`` of the socket ``fd`` if its peer has left; a socket still there is watched again."""

@@ -12,6 +12,7 @@ be what notices the departure.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -23,6 +24,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from flask_sse_stream import SSE, start_sse_tcp_port
+from flask_sse_stream.hangups import departed
 from tests.support.browser import load, new_page, wait_open, wait_received
 from tests.support.client import StreamClient
 from tests.support.servers import free_port
@@ -151,3 +153,18 @@ def test_chromium_reloading_a_page_at_a_per_client_limit_of_one_keeps_its_stream
     finally:
         page.context.close()
     wait_until(lambda: len(sse.connections) == 0, timeout=FREED_WITHIN, what="the closed page's stream to be freed")
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_a_departed_peer_is_told_without_blocking_under_tls_too(tls: bool) -> None:
+    ours, theirs = socket.socketpair()
+    if tls:  # werkzeug's socket under `flask run --cert`: an SSLSocket, whose recv takes no flags
+        ours = ssl.create_default_context().wrap_socket(
+            ours, do_handshake_on_connect=False, server_hostname="localhost"
+        )
+    try:
+        assert departed(ours) is False
+        theirs.close()
+        assert departed(ours) is True
+    finally:
+        ours.close()
