@@ -244,19 +244,33 @@ class Fanout:
         self.close(self.streams())
 
 
+#: Looks at the streams ended together for those stuck in a write (every :data:`GRACE` seconds).
+MAX_LOOKS = 40
+
+
 def end_gracefully(streams: list[Stream]) -> None:
-    """End ``streams`` and their connections; cut those still writing :data:`GRACE` seconds later.
+    """End ``streams`` and their connections; cut those stuck in one write for :data:`GRACE` seconds.
 
     A stream whose client stopped reading cannot finish its write: its
-    connection is cut, so that nothing waits on it.
+    connection is cut, so that nothing waits on it. One whose writer has not
+    had its turn yet (a busy process ending thousands) is left to end cleanly.
     """
     for stream in streams:
         stream.close(hangup=True, planned=True)
     if streams:
-        later(GRACE, _cut_unfinished, streams)
+        later(GRACE, _cut_stuck, [(stream, stream.writes) for stream in streams])
 
 
-def _cut_unfinished(streams: list[Stream]) -> None:
-    for stream in streams:
-        if not stream.finished:
+def _cut_stuck(marked: list[tuple[Stream, int]], looks: int = 1) -> None:
+    """Cut the streams still in the write they were in when marked; look again later at the others
+    (every one left after :data:`MAX_LOOKS` looks is cut)."""
+    unfinished = []
+    for stream, writes in marked:
+        if stream.finished:
+            continue
+        if looks >= MAX_LOOKS or (stream.in_write and stream.writes == writes):
             stream.abort()
+        else:
+            unfinished.append((stream, stream.writes))
+    if unfinished:
+        later(GRACE, _cut_stuck, unfinished, looks + 1)

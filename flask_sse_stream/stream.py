@@ -26,7 +26,7 @@ from .stats import Counters
 
 log = logging.getLogger("flask_sse_stream")
 
-#: Seconds a stream told to end may take to finish its write before its connection is cut.
+#: Seconds a stream told to end may stay in the same write before its connection is cut.
 GRACE = 0.5
 #: Bytes of events one write takes at most (or one larger event): replayed or live.
 PIECE = 64 * 1024
@@ -58,7 +58,7 @@ class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
         "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
-        "writer", "counters", "client",
+        "writer", "counters", "writes", "in_write", "client",
     )  # fmt: skip
 
     def __init__(
@@ -93,6 +93,8 @@ class Stream:
         self.hangup = False
         #: Set once its response has ended (the WSGI server closed the body).
         self.finished = False
+        #: Writes its body began, and whether one is under way: one stuck since its end was asked is cut.
+        self.writes, self.in_write = 0, False
         #: Set when it was cut for falling more than ``queue_size`` events behind.
         self.too_slow = False
         #: The events queued for it and not yet written, oldest first (at most ``queue_size``).

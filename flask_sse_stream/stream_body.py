@@ -57,8 +57,12 @@ class StreamBody(Iterator[bytes]):
         self._unwatch = unwatch
 
     def __next__(self) -> bytes:
+        stream = self._stream
+        stream.in_write = False  # the server wrote the last item
         data = self._next()
         self._counters.bytes_written += len(data)
+        stream.writes += 1
+        stream.in_write = True
         return data
 
     def _next(self) -> bytes:
@@ -107,18 +111,26 @@ class StreamBody(Iterator[bytes]):
         stream = self._stream
         writer = stream.writer = DirectWriter(stream, sock._sock)
         while (data := writer.take_chunk(self._keepalive, KEEPALIVE_CHUNK)) is not None:
-            try:
-                sock.sendall(data)
-            except OSError:
+            if not self._send(sock, data):
                 stream.close()  # the client is gone
                 return
             self._counters.bytes_written += len(data)
             writer.wrote()
         if stream.farewell is not None:
-            try:
-                sock.sendall(chunk(stream.farewell))
-            except OSError:
-                pass  # the client is gone
+            self._send(sock, chunk(stream.farewell))
+
+    def _send(self, sock: Any, data: bytes) -> bool:
+        """One whole write, marked as under way while it lasts; False if the client is gone."""
+        stream = self._stream
+        stream.writes += 1
+        stream.in_write = True
+        try:
+            sock.sendall(data)
+        except OSError:
+            return False
+        finally:
+            stream.in_write = False
+        return True
 
     def close(self) -> None:
         if self._unwatch is not None:

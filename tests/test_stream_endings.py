@@ -68,6 +68,27 @@ def test_sigterm_right_after_a_partial_direct_write_ends_the_stream_after_the_wh
     wait_until(lambda: not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE)
 
 
+def test_every_stream_of_a_busy_worker_told_to_stop_gets_its_retry(tmp_path: Path) -> None:
+    # Each stream's end costs the worker 5 ms (a slow log handler): ending 300 takes it 1.5 s, longer than
+    # the grace a stream has to finish its write. None of them is stuck in a write: none may be cut.
+    running = OneWorker(tmp_path / "gunicorn.log", SSE_RECONNECT_SPREAD="5", SLOW_LOG_MS="5")
+    try:
+        clients = [StreamClient(running.port, "/stream") for _ in range(300)]
+        for client in clients:
+            assert client.next_chunk() == OPENING
+        os.kill(running.worker(), signal.SIGTERM)
+        retries = []
+        for client in clients:
+            body, ended = dechunk(read_to_the_end(client.sock, client._raw))
+            client.close()
+            retries.append(split_retry(body)[1] if ended else None)
+        told = [retry for retry in retries if retry is not None]
+        assert len(told) == len(clients), f"{len(clients) - len(told)} of {len(clients)} streams were cut"
+        assert all(0 <= retry <= 5000 for retry in told)
+    finally:
+        running.stop()
+
+
 def test_sigterm_ends_a_stream_whose_client_stopped_reading_within_a_second(gunicorn) -> None:
     client = not_reading(gunicorn.port)
     worker = gunicorn.worker()

@@ -21,10 +21,14 @@ which worker of a gunicorn served it. When the backend cannot reach its store
 The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
 ``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds) and ``SSE_METRICS_CHANNELS``, when set,
 configure the extension.
+With ``SLOW_LOG_MS``, the library's log records (its debug ones too) go to a
+handler that holds the process that long for each, as a synchronous handler
+writing to a slow disk or socket would.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 from typing import Any
@@ -38,6 +42,21 @@ from flask_sse_stream import SSE
 _TRUE = ("1", "true", "yes", "on")
 
 
+class _SlowHandler(logging.Handler):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(logging.DEBUG)
+        self.seconds = seconds
+
+    def emit(self, record: logging.LogRecord) -> None:
+        gevent.monkey.get_original("time", "sleep")(self.seconds)  # holds the whole hub, as blocking I/O does
+
+
+def _log_slowly(seconds: float) -> None:
+    library = logging.getLogger("flask_sse_stream")
+    library.setLevel(logging.DEBUG)
+    library.addHandler(_SlowHandler(seconds))
+
+
 def create_app() -> Flask:
     app = Flask(__name__)
     for key in ("SSE_REDIS_URL", "SSE_REDIS_PREFIX"):
@@ -49,6 +68,8 @@ def create_app() -> Flask:
     if os.environ.get("SSE_METRICS_CHANNELS"):
         app.config["SSE_METRICS_CHANNELS"] = int(os.environ["SSE_METRICS_CHANNELS"])
     SSE(app)
+    if os.environ.get("SLOW_LOG_MS"):
+        _log_slowly(float(os.environ["SLOW_LOG_MS"]) / 1000)
 
     @app.after_request
     def name_the_worker(response: Response) -> Response:
