@@ -34,6 +34,8 @@ log = logging.getLogger("flask_sse_stream.server")
 FD_RESERVE = 64
 #: Seconds accepting pauses when the process is out of file descriptors.
 PAUSE = 0.05
+#: Seconds a refused connection is read from, at most, before it is closed.
+LINGER = 1.0
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 _FULL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
@@ -98,11 +100,7 @@ class BoundedServer(WSGIServer):  # type: ignore[misc]
         # This greenlet is in the pool already.
         if len(self.pool) > self.limit and not self._evict_oldest():
             self.counts["refused"] += 1
-            try:
-                getattr(sock, "_sock", sock).send(_FULL, socket.MSG_DONTWAIT)
-            except OSError:
-                pass
-            sock.close()
+            _refuse(sock)
             return
         super().handle(sock, address)
 
@@ -137,3 +135,17 @@ class BoundedServer(WSGIServer):  # type: ignore[misc]
     def _resume(self) -> None:
         if self.started:
             self.start_accepting()
+
+
+def _refuse(sock: Any) -> None:
+    """Answer ``503`` and close, reading what the client sent first: closing a socket with
+    unread data sends an RST, which can destroy the answer before the client reads it."""
+    try:
+        getattr(sock, "_sock", sock).send(_FULL, socket.MSG_DONTWAIT)
+        sock.shutdown(socket.SHUT_WR)
+        with gevent.Timeout(LINGER, False):
+            while sock.recv(4096):
+                pass
+    except OSError:
+        pass
+    sock.close()

@@ -113,6 +113,7 @@ def test_at_the_limit_of_streams_a_new_connection_is_refused_503(limited) -> Non
         assert refused.status == 503
         assert refused.headers["retry-after"] == "5"
         assert refused.body() == b"this server serves its limit of connections"
+        refused.close()
         assert server.counts()["refused"] == 1
         streams.pop().close()
         # Its slot is freed without a write (the keep-alive is a minute away).
