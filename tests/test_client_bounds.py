@@ -31,16 +31,17 @@ def test_ipv6_clients_are_grouped_by_their_prefix(address, prefix, key) -> None:
 def test_one_ipv6_64_is_one_client_for_the_per_client_limit(make_app) -> None:
     app, sse = make_app(SSE_MAX_CONNECTIONS_PER_CLIENT=2)
     client = app.test_client()
-    answers = []
+    responses = []
     for host in range(1, 5):  # four addresses of one /64, as one host can take
         environ = {"REMOTE_ADDR": f"2001:db8:0:7::{host:x}"}
-        response = client.get("/stream", environ_base=environ, buffered=False)
-        answers.append(response.status_code)
-        if response.status_code != 200:
-            response.close()
-    assert answers == [200, 200, 429, 429]
-    other = client.get("/stream", environ_base={"REMOTE_ADDR": "2001:db8:0:8::1"}, buffered=False)
-    assert other.status_code == 200  # another /64: another client
+        responses.append(client.get("/stream", environ_base=environ, buffered=False))
+    assert [response.status_code for response in responses] == [200, 200, 429, 429]
+    responses.append(client.get("/stream", environ_base={"REMOTE_ADDR": "2001:db8:0:8::1"}, buffered=False))
+    assert responses[-1].status_code == 200  # another /64: another client
+    assert len(sse.connections) == 3
+    for response in responses:
+        response.close()
+    assert len(sse.connections) == 0
 
 
 @pytest.mark.parametrize("value", [0, 129, 64.0, "64", True])
