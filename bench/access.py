@@ -13,6 +13,14 @@ Then it churns streams open and closed and reads Redis's own accounting
 Prints the delay from the ``/ban`` request to each stream's end (p50, p99,
 max), Redis calls and µs per ``end_streams``, and the count writes per
 second and their µs in Redis.
+
+    .venv/bin/python bench/access.py --index 19000
+
+measures instead, in this process, what one ending costs the fan-out of a
+process that holds 1,000 to 19,000 streams it does not end (the index by
+subject and channel): µs per ``end(subject=...)``, per ``end(channel=...)``
+and per ``end(both)``, each ending two streams, with the ratio to the cost at
+1,000 streams (flat: about 1.0). Each figure is the median of 2,000 calls.
 """
 
 from __future__ import annotations
@@ -87,7 +95,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--churn", type=int, default=2000, help="streams opened and closed for the count writes")
+    parser.add_argument("--index", type=int, default=0, help="in-process only: the most unmatched streams")
     options = parser.parse_args()
+    if options.index:
+        measure_index(options.index)
+        return
     import tests.support.workers as workers
 
     workers.WORKERS = options.workers
@@ -173,6 +185,49 @@ def script_costs(redis_server: RedisServer, calls: int = 2000) -> None:
           f"reading the counts of another process with 1,000 channels: all {read:.1f}, "
           f"one channel {read_one:.1f}")  # fmt: skip
     sse.close()
+
+
+def measure_index(most: int, calls: int = 2000) -> None:
+    """µs per ending at 1,000 .. ``most`` unmatched streams, each call ending two streams it first adds."""
+    import gevent
+
+    from flask_sse_stream.access import Ending
+    from flask_sse_stream.fanout import Fanout
+    from flask_sse_stream.stream import Stream
+
+    def per_call(unmatched: int, ending: Ending) -> float:
+        fanout = Fanout()
+        for n in range(unmatched):
+            fanout.add(Stream((f"room-{n % 500}",), f"10.0.{n // 250}.{n % 250}", 16,
+                              subjects=frozenset({f"user-{n}"})), most + 10)  # fmt: skip
+        spent: list[float] = []
+        for _ in range(calls):
+            victims = [Stream(("victims",), "10.9.9.9", 16, subjects=frozenset({"victim"})) for _ in range(2)]
+            for victim in victims:
+                fanout.add(victim, most + 10)
+            started = time.perf_counter()
+            ended = fanout.end(ending)
+            spent.append(time.perf_counter() - started)
+            assert ended == 2, ended
+            for victim in victims:
+                fanout.remove(victim)
+        return statistics.median(spent) * 1e6  # the median: a garbage collection is not the ending's cost
+
+    def run() -> None:
+        sizes = sorted({1000, 5000, 10_000, most})
+        endings = {"subject": Ending(None, "victim"), "channel": Ending("victims", None),
+                   "both": Ending("victims", "victim")}  # fmt: skip
+        print(f"{'unmatched':>10} " + " ".join(f"{name + ' µs':>12} {'ratio':>6}" for name in endings))
+        floor: dict[str, float] = {}
+        for size in sizes:
+            cells = []
+            for name, ending in endings.items():
+                cost = per_call(size, ending)
+                floor.setdefault(name, cost)
+                cells.append(f"{cost:12.1f} {cost / floor[name]:6.2f}")
+            print(f"{size:>10} " + " ".join(cells), flush=True)
+
+    gevent.spawn(run).join()  # on a hub: the cut after GRACE is a timer, not a thread per call
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ DEFAULTS: dict[str, Any] = {
     "SSE_METRICS": True,
     "SSE_METRICS_CHANNELS": 20,
     "SSE_RECONNECT_SPREAD": 5,
+    "SSE_CLIENT_IPV6_PREFIX": 64,
+    "SSE_MAX_EVENT_BYTES": 4 * 1024 * 1024,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -90,6 +92,10 @@ class Settings:
     metrics_channels: int = 20
     #: Seconds over which the clients of streams ended for a planned reason come back; 0: off.
     reconnect_spread: float = 5.0
+    #: IPv6 clients are one client per prefix of this many bits (SSE_MAX_CONNECTIONS_PER_CLIENT).
+    client_ipv6_prefix: int = 64
+    #: Bytes an event may take as sent (its ``event:``, ``retry:`` and ``data:`` lines).
+    max_event_bytes: int = 4 * 1024 * 1024
 
 
 #: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.
@@ -151,6 +157,8 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         metrics=_metrics(values["metrics"]),
         metrics_channels=_int_at_least("SSE_METRICS_CHANNELS", values["metrics_channels"], 0),
         reconnect_spread=_seconds_or_zero("SSE_RECONNECT_SPREAD", values["reconnect_spread"]),
+        client_ipv6_prefix=_ipv6_prefix(values["client_ipv6_prefix"]),
+        max_event_bytes=_int_at_least("SSE_MAX_EVENT_BYTES", values["max_event_bytes"], 64),
     )
     config["SSE_URL_PREFIX"] = settings.url_prefix  # the path as served: "/events/" is "/events"
     return settings
@@ -213,6 +221,15 @@ def _int_at_least(key: str, value: Any, low: int) -> int:
     return value
 
 
+def _ipv6_prefix(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
+        raise ValueError(
+            f"SSE_CLIENT_IPV6_PREFIX must be an int from 1 to 128 (bits of an IPv6 address that name"
+            f" one client; 64 for a /64), got {show(value)}"
+        )
+    return value
+
+
 def _one_of(key: str, value: Any, accepted: tuple[str, ...]) -> str:
     if value not in accepted:
         raise ValueError(f"{key} must be one of {', '.join(map(repr, accepted))}, got {show(value)}")
@@ -239,6 +256,16 @@ def _redis_url(value: Any) -> str | None:
         raise ValueError(
             f"SSE_REDIS_URL must be None (in-process store) or a URL starting with"
             f" {', '.join(_REDIS_SCHEMES)}, got {got}"
+        )
+    rest = value.partition("://")[2]
+    split_at = min((rest.find(c) for c in "/?#" if c in rest), default=len(rest))
+    if "@" in rest[split_at:]:
+        # redis-py (and urllib) would read the user-info as a path, a query or a
+        # fragment, and connect to another host, without the password.
+        raise ValueError(
+            "SSE_REDIS_URL has an '@' after a '/', '?' or '#': a password (or username) with one of these"
+            " characters must be percent-encoded ('/' as %2F, '?' as %3F, '#' as %23, '@' as %40;"
+            f" urllib.parse.quote(password, safe='')), got {show(redact_url(value))}"
         )
     return value
 

@@ -85,7 +85,14 @@ class SSECore:
                 f" or False (send it live only), got {show(id)}"
             )
         check_channel(channel)
-        sent = self.backend.send(channel, new_event(data, event, retry, self.dumps), with_id=id)
+        encoded = new_event(data, event, retry, self.dumps)
+        bound = self.settings.max_event_bytes
+        if len(encoded.frame) > bound:
+            raise ValueError(
+                f"the event takes {len(encoded.frame)} bytes as sent (each line of data gets its own"
+                f" 'data: '), over SSE_MAX_EVENT_BYTES ({bound}); got data {show(data)}"
+            )
+        sent = self.backend.send(channel, encoded, with_id=id)
         self.counters.events_sent += 1
         if latency is not None:
             latency.observe(perf_counter() - started)

@@ -32,6 +32,8 @@ FIELDS = ("data", "event", "id", "retry", "channel")
 PUBLISH_METHODS = ["POST", "GET", "PUT", "PATCH", "DELETE", "OPTIONS"]
 STATS_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _CHALLENGE = 'Bearer realm="flask_sse_stream"'
+#: What a ``503`` tells the caller: the detail (which Redis, why) goes to the log, for the operator.
+UNAVAILABLE = "the event store (Redis) is unavailable; try again later"
 
 
 class _Invalid(ValueError):
@@ -84,7 +86,7 @@ def publish_response(core: SSECore) -> Response:
         return _error(400, str(error), field=error.field)
     except ConnectionError as error:
         core.log.warning("publish_unavailable", "could not publish an event for %s: %s", request.remote_addr, error)
-        return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
+        return _error(503, UNAVAILABLE, {"Retry-After": str(RETRY_AFTER)})
     return _json(200, {"id": sent})
 
 
@@ -108,7 +110,8 @@ def stats_response(core: SSECore) -> Response:
         else:  # every channel that has a store
             stored = dict(sorted(core.backend.store_sizes().items()))
     except ConnectionError as error:
-        return _error(503, str(error), {"Retry-After": str(RETRY_AFTER)})
+        core.log.warning("stats_unavailable", "could not read the stats for %s: %s", request.remote_addr, error)
+        return _error(503, UNAVAILABLE, {"Retry-After": str(RETRY_AFTER)})
     response = _json(200, {**core.stats(), "stored": stored, "pid": os.getpid()})
     response.headers["Cache-Control"] = "no-store"
     return _unread(response)

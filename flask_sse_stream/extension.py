@@ -64,8 +64,8 @@ class SSE:
         ``SSE_MAX_CONNECTIONS``, ``SSE_CORS_ORIGINS``, ``SSE_RESET_EVENT``,
         ``SSE_REDIS_PREFIX``, ``SSE_DIRECT_WRITES``, ``SSE_PUBLISH_TOKEN``,
         ``SSE_TOMBSTONE_TTL``, ``SSE_MAX_CONNECTIONS_PER_CLIENT``,
-        ``SSE_LOG_INTERVAL``, ``SSE_PUBLISH_TIMEOUT``, ``SSE_METRICS`` and
-        ``SSE_METRICS_CHANNELS``,
+        ``SSE_LOG_INTERVAL``, ``SSE_PUBLISH_TIMEOUT``, ``SSE_METRICS``,
+        ``SSE_METRICS_CHANNELS``, ``SSE_CLIENT_IPV6_PREFIX`` and ``SSE_MAX_EVENT_BYTES``,
         once: later changes to ``app.config`` are not seen. Then
         ``app.extensions["sse"]`` and ``app.sse`` are this object, and the
         ``flask sse`` commands are added to the app's command line.

@@ -42,8 +42,11 @@ class Fanout:
         # deliver() iterates without a lock and without copying.
         self._targets: dict[str, tuple[Stream, ...]] = {}
         self._all: dict[Stream, None] = {}
-        # client address -> its open streams here (for SSE_MAX_CONNECTIONS_PER_CLIENT).
-        self._clients: dict[str | None, int] = {}
+        # client (Stream.client: its address, or its IPv6 prefix) -> its open streams here
+        # (for SSE_MAX_CONNECTIONS_PER_CLIENT).
+        self._clients: dict[str | None, dict[Stream, None]] = {}
+        # subject -> its open streams here, so that end_streams(subject=...) costs what it ends.
+        self._subjects: dict[str, dict[Stream, None]] = {}
         # (arrival, ending) of recent end_streams() calls, oldest first, and
         # the latest arrival among those forgotten.
         self._endings: deque[tuple[float, Ending]] = deque()
@@ -71,17 +74,29 @@ class Fanout:
         with self._lock:
             return {channel: len(members) for channel, members in self._channels.items()}
 
-    def held_by(self, address: str | None) -> int:
-        """How many streams the client at ``address`` has open here."""
-        return self._clients.get(address, 0)
-
-    def add(self, stream: Stream, limit: int, per_client: int | None = None) -> bool:
-        """Add ``stream`` unless ``limit`` streams, or ``per_client`` of its client's, are open; False if full."""
+    def streams_of(self, client: str | None) -> list[Stream]:
+        """The streams the client ``client`` (see :attr:`Stream.client`) has open here."""
         with self._lock:
-            held = self._clients.get(stream.remote_addr, 0)
-            if len(self._all) >= limit or (per_client is not None and held >= per_client):
-                return False
-            self._clients[stream.remote_addr] = held + 1
+            return list(self._clients.get(client, ()))
+
+    def full_for(self, client: str | None, limit: int, per_client: int | None = None) -> str | None:
+        """Why a stream of ``client`` would be refused now: ``"client_limit"``, ``"limit"``, or None."""
+        if per_client is not None and len(self._clients.get(client, ())) >= per_client:
+            return "client_limit"
+        return "limit" if len(self._all) >= limit else None
+
+    def add(self, stream: Stream, limit: int, per_client: int | None = None) -> str | None:
+        """Add ``stream`` unless ``limit`` streams, or ``per_client`` of its client's, are open.
+
+        Returns None if it was added, else why not (as :meth:`full_for`).
+        """
+        with self._lock:
+            full = self.full_for(stream.client, limit, per_client)
+            if full is not None:
+                return full
+            self._clients.setdefault(stream.client, {})[stream] = None
+            for subject in stream.subjects:
+                self._subjects.setdefault(subject, {})[stream] = None
             self._all[stream] = None
             for channel in stream.channels:
                 self._channels.setdefault(channel, {})[stream] = None
@@ -90,7 +105,7 @@ class Fanout:
             if stream.since and (self._endings or self._forgotten) and self._ended_meanwhile(stream):
                 stream.close(planned=True)  # its opening answers with an empty stream: the client asks again
                 self.counters.streams_ended += 1
-        return True
+        return None
 
     def _ended_meanwhile(self, stream: Stream) -> bool:
         """Whether an ending that matches ``stream`` arrived after its authorization began."""
@@ -108,9 +123,15 @@ class Fanout:
             if stream not in self._all:
                 return emptied
             del self._all[stream]
-            held = self._clients.pop(stream.remote_addr) - 1
-            if held:
-                self._clients[stream.remote_addr] = held
+            held = self._clients[stream.client]
+            del held[stream]
+            if not held:
+                del self._clients[stream.client]
+            for subject in stream.subjects:
+                of_subject = self._subjects[subject]
+                del of_subject[stream]
+                if not of_subject:
+                    del self._subjects[subject]
             for channel in stream.channels:
                 members = self._channels.get(channel)
                 if members is not None:
@@ -200,7 +221,7 @@ class Fanout:
                 endings.append((arrived, ending))
             while endings and (len(endings) > MAX_ENDINGS or endings[0][0] < now - REMEMBER_ENDINGS):
                 self._forgotten = max(self._forgotten, endings.popleft()[0])
-            candidates = self._all if ending.channel is None else self._channels.get(ending.channel, {})
+            candidates = self._candidates(ending)
             matched = [
                 stream
                 for stream in candidates
@@ -211,6 +232,17 @@ class Fanout:
         if matched:
             log.info("ended %d streams of %s", len(matched), describe(ending))
         return len(matched)
+
+    def _candidates(self, ending: Ending) -> dict[Stream, None]:
+        """The streams ``ending`` may match: those of its subject or of its channel, the fewer (under the lock)."""
+        of_channel = of_subject = None
+        if ending.channel is not None:
+            of_channel = self._channels.get(ending.channel, {})
+        if ending.subject is not None:
+            of_subject = self._subjects.get(ending.subject, {})
+        if of_channel is None or (of_subject is not None and len(of_subject) < len(of_channel)):
+            return of_subject if of_subject is not None else self._all
+        return of_channel
 
     def end_all_streams(self) -> None:
         """Every stream ends cleanly; its client resumes from its last id (the store may have lost data)."""

@@ -182,17 +182,11 @@ class _Files:
         self._counters = {name: Counter(PREFIX + name, text, registry=None) for name, text in COUNTERS.items()}
         self._refused = Counter(PREFIX + "streams_refused", REFUSED, ["reason"], registry=None)
         self._open = Gauge(PREFIX + "streams_open", OPEN, multiprocess_mode="livesum", registry=None)
-        self._channel_open = Gauge(
-            PREFIX + "channel_streams_open", CHANNEL_OPEN, ["channel"], multiprocess_mode="livesum", registry=None
-        )
-        self._other_open = Gauge(PREFIX + "other_channels_streams_open", OTHER_OPEN, multiprocess_mode="livesum",
-                                 registry=None)  # fmt: skip
         self.histogram = Histogram(PREFIX + "send_seconds", SEND_SECONDS, buckets=Latency.BOUNDS, registry=None)
         self._last: dict[str, int] = {}
-        # The channels ever named in this process's file: a file never forgets a
-        # label, so a channel that leaves the top is set to 0, and at most four
-        # times SSE_METRICS_CHANNELS channels are ever named.
-        self._named: set[str] = set()
+        # No per-channel series in the files: a file never forgets a label, so
+        # channels a client names would use up any budget of them for good.
+        # AppChannels gives them at each scrape, from the app's counts.
 
     @classmethod
     def of_this_process(cls) -> _Files:
@@ -221,7 +215,6 @@ class _Files:
         for reason in REFUSALS:
             self._add(f"refused:{reason}", refused[reason], self._refused.labels(reason))
         self._open.set(streams)
-        self._sync_channels(cores)
 
     def _add(self, key: str, total: int, counter: Any) -> None:
         delta = total - self._last.get(key, 0)
@@ -229,18 +222,41 @@ class _Files:
             counter.inc(delta)
         self._last[key] = max(total, self._last.get(key, 0))
 
-    def _sync_channels(self, cores: list[SSECore]) -> None:
-        limit = max((core.settings.metrics_channels for core in cores), default=0)
-        by_channel: dict[str, int] = {}
-        for core in cores:
-            for channel, count in core.fanout.streams_by_channel().items():
-                by_channel[channel] = by_channel.get(channel, 0) + count
+
+class AppChannels:
+    """The per-channel series of a whole app, read from its stream counts at each scrape (multiprocess mode).
+
+    Register it beside prometheus_client's ``MultiProcessCollector``: the
+    channels with the most open streams in every worker now (at most
+    :data:`SSE_METRICS_CHANNELS`, the others summed), re-chosen at each
+    scrape from :meth:`SSE.count_streams_by_channel` (one Redis call):
+
+    .. code-block:: python
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(AppChannels(sse))
+    """
+
+    def __init__(self, sse: Any) -> None:
+        self._sse = sse
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        core: SSECore = self._sse._core()
+        limit = core.settings.metrics_channels
+        if not limit:
+            return
+        try:
+            by_channel = core.count_streams()
+        except ConnectionError:
+            return  # Redis unreachable: no per-channel series in this scrape
+        by_channel.pop("", None)
         top = top_channels(by_channel, limit)
-        if len(self._named | top.keys()) > 4 * limit:
-            top = top_channels(by_channel, limit, self._named)
-        for channel in self._named - top.keys():
-            self._channel_open.labels(channel).set(0)
-        for channel, count in top.items():
-            self._channel_open.labels(channel).set(count)
-        self._named |= top.keys()
-        self._other_open.set(sum(by_channel.values()) - sum(top.values()))
+        per_channel = GaugeMetricFamily(PREFIX + "channel_streams_open", CHANNEL_OPEN, labels=["channel"])
+        for channel, count in sorted(top.items()):
+            per_channel.add_metric([channel], count)
+        yield per_channel
+        other = sum(by_channel.values()) - sum(top.values())
+        yield GaugeMetricFamily(PREFIX + "other_channels_streams_open", OTHER_OPEN, value=other)

@@ -16,10 +16,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import gevent.event
-from flask import Flask
 from gevent.monkey import get_original
 from gevent.pool import Pool
-from gevent.pywsgi import WSGIServer
 
 from .concurrency import Home, wait_serving
 from .config import CorsOrigins
@@ -28,12 +26,15 @@ from .core import SSECore, core_of
 from .event import show
 from .extension import SSE
 from .fanout import end_gracefully
+from .server_app import standalone_app
+from .server_http import BoundedServer, connection_limit
 from .stream import GRACE
-from .stream_view import stream_response
 
 log = logging.getLogger("flask_sse_stream.server")
 
 _Socket = get_original("socket", "socket")
+#: Seconds a request's line and headers may take to arrive on the standalone server (``header_timeout``).
+HEADER_TIMEOUT = 10.0
 
 
 class _OwnOrigins:
@@ -70,6 +71,7 @@ def start_sse_tcp_port(
     reuse: bool = False,
     hostname: str | None = None,
     cors_origins: str | Iterable[str] | None = OWN_ORIGINS,
+    header_timeout: float = HEADER_TIMEOUT,
 ) -> StopServer:
     """Serve the stream of ``a_sse`` at ``/`` of ``hostname:port_no``, in the background.
 
@@ -83,6 +85,8 @@ def start_sse_tcp_port(
         CORS headers). By default the SSE's own :data:`SSE_CORS_ORIGINS`
         (``make_sse(cors_origins=[...])``), and ``"*"`` when it is ``None``,
         as in the Racket library, whose page and stream are on two ports.
+    :param header_timeout: seconds a request's line and headers may take to
+        arrive before its connection is closed (against slowloris clients).
     :return: ``stop()``, which closes the listener and every open stream of
         this server within one second.
     """
@@ -94,13 +98,15 @@ def start_sse_tcp_port(
         raise ValueError(
             f"max_allow_wait (the listen backlog) must be an int of at least 0, got {show(max_allow_wait)}"
         )
+    if isinstance(header_timeout, bool) or not isinstance(header_timeout, (int, float)) or not 0 < header_timeout < 1e6:
+        raise ValueError(f"header_timeout must be a positive number of seconds, got {show(header_timeout)}")
     if hostname is not None and not isinstance(hostname, str):
         raise TypeError(f"hostname must be a str or None (all interfaces), got {show(hostname)}")
     app = a_sse._app()
     core = core_of(app)
     origins = _origins(cors_origins, core.settings.cors_origins)
     listener = _listen(hostname, port_no, max_allow_wait, bool(reuse))
-    server = _ServerThread(listener, _stream_app(app, core, origins, tag=listener), core, tag=listener)
+    server = _ServerThread(listener, standalone_app(app, core, origins, tag=listener), core, listener, header_timeout)
     server.start()
     # A server thread still running Python while the interpreter shuts down can crash it.
     atexit.register(server.stop)
@@ -116,27 +122,13 @@ def _origins(cors_origins: str | Iterable[str] | None, own: CorsOrigins) -> Cors
     return check_cors_origins("cors_origins", cors_origins)
 
 
-def _stream_app(app: Flask, core: SSECore, origins: Any, tag: object) -> Callable[..., Any]:
-    """A WSGI app that serves only ``core``'s stream, at ``/``, to ``origins``."""
-
-    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("PATH_INFO") not in ("", "/"):
-            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"the stream is at /\n"]
-        address = environ.get("REMOTE_ADDR", "")
-        if address.startswith("::ffff:"):  # an IPv4 client of the dual-stack listener
-            environ["REMOTE_ADDR"] = address[len("::ffff:") :]
-        with app.request_context(environ):
-            response = stream_response(core, origins, server=tag)
-        return response(environ, start_response)
-
-    return wsgi
-
-
 class _ServerThread:
     """gevent's WSGIServer in a thread of its own; :meth:`stop` may be called from any thread."""
 
-    def __init__(self, listener: socket.socket, wsgi: Callable[..., Any], core: SSECore, tag: object) -> None:
+    def __init__(
+        self, listener: socket.socket, wsgi: Callable[..., Any], core: SSECore, tag: object, header_timeout: float
+    ) -> None:
+        self._header_timeout = header_timeout
         self.port: int = listener.getsockname()[1]
         self._listener = listener
         self._wsgi = wsgi
@@ -156,7 +148,12 @@ class _ServerThread:
 
     def _serve(self) -> None:
         try:
-            server = WSGIServer(self._listener, self._wsgi, spawn=Pool(), log=None, error_log=log)
+            settings = self._core.settings
+            server = BoundedServer(
+                self._listener, self._wsgi, spawn=Pool(), log=None, error_log=log,
+                limit=connection_limit(settings.max_connections), header_timeout=self._header_timeout,
+                log_interval=settings.log_interval,
+            )  # fmt: skip
             self._home, self._stopping = Home(), gevent.event.Event()
             server.start()
         except BaseException as error:

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .concurrency import GeventWaker, Home, ThreadWaker, new_waker, thread_ident
 from .event import Event
+from .hangups import departed, shutdown
 from .stats import Counters
 
 log = logging.getLogger("flask_sse_stream")
@@ -57,7 +58,7 @@ class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
         "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
-        "writer", "counters", "writes", "in_write", "opened_at",
+        "writer", "counters", "writes", "in_write", "opened_at", "client",
     )  # fmt: skip
 
     def __init__(
@@ -113,6 +114,8 @@ class Stream:
         #: Direct writes to its socket, under gevent (see socket_writer).
         self.writer: Writer | None = None
         self.counters = counters or Counters()
+        #: Whom SSE_MAX_CONNECTIONS_PER_CLIENT counts it for: its address (an IPv6 one's prefix).
+        self.client = remote_addr
 
     def __repr__(self) -> str:
         return f"<Stream channels={self.channels!r} remote_addr={self.remote_addr!r}>"
@@ -273,6 +276,10 @@ class Stream:
         if not self.shutdown_socket() and self._waker is not None:
             self._waker.kill()
 
+    def departed(self) -> bool:
+        """Whether its client has closed or reset the connection; never blocks."""
+        return self._socket is not None and departed(self._socket)
+
     def shutdown_socket(self) -> bool:
         """Close the client's connection under the server's feet; False if its socket is unknown."""
         if self._socket is None:
@@ -289,11 +296,3 @@ def farewell(spread: float) -> bytes | None:
     """A ``retry:`` block drawn in ``spread`` seconds, the last thing a stream ended for a planned reason
     sends (None when ``spread`` is 0): its client comes back within that time, at a moment of its own."""
     return b"retry: %d\n\n" % random.randint(0, int(spread * 1000)) if spread else None
-
-
-def shutdown(sock: Any) -> None:
-    """End a client's connection both ways, whoever is blocked on it; quiet if it is gone already."""
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass

@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .event import Event
+from .hangups import shutdown
 from .socket_writer import DirectWriter, chunk
 from .stats import Counters
-from .stream import PIECE, Stream, shutdown
+from .stream import PIECE, Stream
 
 log = logging.getLogger("flask_sse_stream")
 
@@ -28,7 +29,9 @@ class StreamBody(Iterator[bytes]):
     is one write of every pending event joined.
     """
 
-    __slots__ = ("_ended", "_stream", "_first", "_replay", "_next_replayed", "_keepalive", "_direct", "_counters")
+    __slots__ = (
+        "_ended", "_stream", "_first", "_replay", "_next_replayed", "_keepalive", "_direct", "_counters", "_unwatch",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -38,6 +41,7 @@ class StreamBody(Iterator[bytes]):
         keepalive: float,
         direct: Any = None,
         replay: Sequence[Event] = (),
+        unwatch: Callable[[], None] | None = None,
     ) -> None:
         #: Called once the response has ended (``SSECore.close_stream``).
         self._ended = ended
@@ -49,6 +53,8 @@ class StreamBody(Iterator[bytes]):
         self._keepalive = keepalive
         self._direct = direct
         self._counters: Counters = stream.counters
+        #: Stops watching the socket for the client's departure (see hangups).
+        self._unwatch = unwatch
 
     def __next__(self) -> bytes:
         stream = self._stream
@@ -127,6 +133,8 @@ class StreamBody(Iterator[bytes]):
         return True
 
     def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()  # before the server closes (or reuses) the socket
         stream = self._stream
         stream.finished = True
         self._ended(stream)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from typing import Any
@@ -87,6 +88,20 @@ def cors_headers(allowed: CorsOrigins, origin: str | None) -> dict[str, str]:
         headers["Access-Control-Allow-Origin"] = origin
         headers["Access-Control-Allow-Credentials"] = "true"
     return headers
+
+
+def client_key(address: str | None, ipv6_prefix: int) -> str | None:
+    """Whom ``SSE_MAX_CONNECTIONS_PER_CLIENT`` counts ``address`` as: an IPv6 address's prefix
+    (``2001:db8:1:2::/64``: one host may take a whole /64), an IPv4 address itself."""
+    if address is None or ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address.partition("%")[0])
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
 
 
 def socket_of(environ: dict[str, Any]) -> Any:

@@ -17,11 +17,13 @@ from .config import CorsOrigins
 from .core import SSECore
 from .event import reset_frame
 from .gunicorn_worker import shutting_down
+from .hangups import watch
 from .stream import Stream, farewell
 from .stream_body import OPENING, Hangup, StreamBody
 from .stream_request import (
     BadRequest,
     check_one_channel,
+    client_key,
     cors_headers,
     direct_socket,
     parse_channels,
@@ -39,11 +41,17 @@ _STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
+#: The environ key, set by the standalone server, that holds its ``(cors_origins, server tag)``.
+STANDALONE = "flask_sse_stream.standalone"
+
 log = logging.getLogger("flask_sse_stream")
 
 
 def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = None) -> Response:
     """Answer a request to the stream endpoint (any method), for ``cors_origins``."""
+    standalone = request.environ.get(STANDALONE)
+    if standalone is not None:  # the standalone server's port, through the app's pipeline
+        cors_origins, server = standalone
     headers = cors_headers(cors_origins, request.headers.get("Origin"))
     method = request.method
     if method == "OPTIONS":
@@ -62,9 +70,14 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     except BadRequest as error:
         _refused(core, "bad_request", "refused a stream from %s: %s", request.remote_addr, error)
         return refuse(400, str(error), headers)
+    address = request.remote_addr
+    client = client_key(address, core.settings.client_ipv6_prefix)
+    # The cheap checks first: a client at a limit costs no authorizer call.
+    over = _over_limit(core, client, headers)
+    if over is not None:
+        return over
     since = time.monotonic()
     admitted = admit(core.authorizers, channels)
-    address = request.remote_addr
     if admitted.refused is not None:
         channel = admitted.refused
         _refused(core, "authorization", "refused a stream of %r to %s: @sse.authorize", channel, address)
@@ -79,6 +92,7 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     sock = socket_of(request.environ)
     stream = Stream(channels, address, core.settings.queue_size, sock, server, core.counters,
                     admitted.subjects, deadline, since, core.settings.reconnect_spread)  # fmt: skip
+    stream.client = client
     return _open(core, stream, sock, resume_point(request.environ, query), headers)
 
 
@@ -91,17 +105,11 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
         # This worker is ending: open the stream and end it at once, so the
         # browser reconnects (with Last-Event-ID) to a worker that stays.
         return _hangup(sock, headers, farewell(settings.reconnect_spread))
-    per_client = settings.max_connections_per_client
-    if not core.fanout.add(stream, settings.max_connections, per_client):
-        address = request.remote_addr
-        if per_client is not None and core.fanout.held_by(address) >= per_client:
-            _refused(core, "client_limit", "refused a stream from %s: it has %d open", address, per_client)
-            message = f"this client already has {per_client} streams open here (SSE_MAX_CONNECTIONS_PER_CLIENT)"
-            return refuse(429, message, headers, {"Retry-After": str(RETRY_AFTER)})
-        limit = settings.max_connections
-        _refused(core, "limit", "refused a stream from %s: %d streams are open", address, limit)
-        message = f"this process serves its limit of {limit} streams"
-        return refuse(503, message, headers, {"Retry-After": str(RETRY_AFTER)})
+    full = core.fanout.add(stream, settings.max_connections, settings.max_connections_per_client)
+    if full == "client_limit" and _free_departed(core, stream.client):
+        full = core.fanout.add(stream, settings.max_connections, settings.max_connections_per_client)
+    if full is not None:
+        return _over_limit(core, stream.client, headers, full) or refuse(503, full, headers)
     try:
         replay = core.open_stream(stream, after)
     except ConnectionError as error:
@@ -126,8 +134,45 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
     if replay.reset:
         first.append(reset_frame(settings.reset_event))
     direct = direct_socket(environ, sock) if settings.direct_writes else None
-    body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events)
+    # A client that closes its connection frees its stream at once, not at the next write.
+    unwatch = watch(sock, stream.abort) if sock is not None else None
+    body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events, unwatch)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
+
+
+def _over_limit(
+    core: SSECore, address: str | None, headers: dict[str, str], full: str | None = None
+) -> Response | None:
+    """The answer to a stream of ``address`` while this process, or that client, is at its limit; None if neither."""
+    settings = core.settings
+    per_client = settings.max_connections_per_client
+    if full is None:
+        full = core.fanout.full_for(address, settings.max_connections, per_client)
+        if full == "client_limit" and _free_departed(core, address):
+            full = core.fanout.full_for(address, settings.max_connections, per_client)
+    if full == "client_limit":
+        _refused(core, "client_limit", "refused a stream from %s: it has %d open", address, per_client)
+        message = f"this client already has {per_client} streams open here (SSE_MAX_CONNECTIONS_PER_CLIENT)"
+        return refuse(429, message, headers, {"Retry-After": str(RETRY_AFTER)})
+    if full == "limit":
+        limit = settings.max_connections
+        _refused(core, "limit", "refused a stream from %s: %d streams are open", address, limit)
+        message = f"this process serves its limit of {limit} streams"
+        return refuse(503, message, headers, {"Retry-After": str(RETRY_AFTER)})
+    return None
+
+
+def _free_departed(core: SSECore, client: str | None) -> int:
+    """End the streams of ``client`` whose connections it has closed (a reload just now); how many.
+
+    Their watchers would free them in a moment: a client at its limit that
+    reconnects at once must not be refused meanwhile.
+    """
+    gone = [stream for stream in core.fanout.streams_of(client) if stream.departed()]
+    for stream in gone:
+        stream.abort()
+        core.close_stream(stream)
+    return len(gone)
 
 
 def _hangup(sock: object, headers: dict[str, str], farewell: bytes | None = None) -> Response:

@@ -20,7 +20,10 @@ import pytest
 from flask import request
 
 from flask_sse_stream import Admission
+from flask_sse_stream.access import Ending
 from flask_sse_stream.core import core_of
+from flask_sse_stream.fanout import Fanout
+from flask_sse_stream.stream import Stream
 from tests.support.chunked import dechunk, read_to_the_end
 from tests.support.client import StreamClient
 from tests.support.redis_server import RedisServer
@@ -288,3 +291,37 @@ def test_an_admission_takes_an_int_subject_and_an_aware_datetime() -> None:
     when = datetime.now(timezone.utc) + timedelta(hours=1)
     admission = Admission(subject=42, expires_at=when)
     assert (admission.subject, admission.expires_at) == ("42", when.timestamp())
+
+
+# -- what an ending costs ------------------------------------------------------------------
+
+
+class CountingEnding(Ending):
+    """An Ending that counts the streams it is asked about."""
+
+    __slots__ = ()
+    asked = [0]
+
+    def matches(self, channels: tuple[str, ...], subjects: frozenset[str]) -> bool:
+        CountingEnding.asked[0] += 1
+        return Ending.matches(self, channels, subjects)
+
+
+@pytest.mark.parametrize(
+    ("channel", "subject", "ended"),
+    [(None, "user-7", 2), ("room-3", None, 20), ("room-7", "user-7", 1), ("room-3", "nobody", 0), (None, "nobody", 0)],
+)
+def test_an_ending_asks_only_the_streams_it_may_end(channel, subject, ended) -> None:
+    fanout = Fanout()
+    streams = [Stream((f"room-{n % 100}",), "127.0.0.1", 16, subjects=frozenset({f"user-{n}"})) for n in range(2000)]
+    streams.append(Stream(("lobby",), "127.0.0.1", 16, subjects=frozenset({"user-7"})))
+    for stream in streams:
+        assert fanout.add(stream, 10_000) is None
+    CountingEnding.asked[0] = 0
+    assert fanout.end(CountingEnding(channel, subject)) == ended
+    # What it asks grows with what it may end (a subject's or a channel's streams), not with all 2,001.
+    assert CountingEnding.asked[0] <= 20, CountingEnding.asked[0]
+    assert sum(stream.closed for stream in streams) == ended
+    for stream in streams:
+        fanout.remove(stream)
+    assert fanout.end(Ending(None, "user-7")) == 0

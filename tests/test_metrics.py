@@ -47,12 +47,12 @@ def test_metrics_are_the_counters_of_sse_stats(make_app, serve, client_for) -> N
     port = serve(app).port
     for n in range(3):
         sse.send_new_event(data=n, id=True)
+    assert client_for(port, "/stream?channel=secret").status == 403  # the limits come first: before it is full
     clients = [client_for(port), client_for(port, "/stream", {"Last-Event-ID": "0"})]
     clients.append(client_for(port, "/stream?channel=a&channel=b"))
     for client in clients:
         client.next_chunk()
     assert client_for(port).status == 503
-    assert client_for(port, "/stream?channel=secret").status == 403
     sse.send_new_event(data="live", channel="a")
     assert clients[2].next_event().data == "live"
 
@@ -120,7 +120,7 @@ STREAMS = 24
 
 
 class Deployment:
-    def __init__(self, tmp_path: Path, redis_server: RedisServer) -> None:
+    def __init__(self, tmp_path: Path, redis_server: RedisServer, **env: str) -> None:
         self.port = free_port()
         files = tmp_path / "prometheus"
         files.mkdir()
@@ -128,7 +128,7 @@ class Deployment:
             PYTHON, "-m", "gunicorn", "-c", "tests/apps/gunicorn_metrics.py", "-w", str(WORKERS),
             "--no-control-socket", "-b", f"127.0.0.1:{self.port}", "tests.apps.metrics_app:create_app()",
         ]  # fmt: skip
-        env = {"SSE_REDIS_URL": redis_server.url, "PROMETHEUS_MULTIPROC_DIR": str(files)}
+        env = {"SSE_REDIS_URL": redis_server.url, "PROMETHEUS_MULTIPROC_DIR": str(files), **env}
         self.server = ProcessServer(command, self.port, env=env, log=tmp_path / "gunicorn.log")
 
     def url(self, path: str) -> str:
@@ -217,3 +217,36 @@ def test_four_workers_add_up_to_the_streams_really_open(deployment: Deployment) 
         for clients in by_worker.values():
             for client in clients:
                 client.close()
+
+
+def test_a_busy_channel_gets_its_series_after_many_others_came_and_went(tmp_path) -> None:
+    # Channels a client names (say ?channel=junk-17) must not use up the per-channel series for good.
+    redis_server = RedisServer(tmp_path)
+    deployment = Deployment(tmp_path, redis_server, SSE_METRICS_CHANNELS="2")
+    try:
+        deployment.wait_for_workers()
+        for wave in range(30):  # in turn the busiest channel of the workers, far past the old budget of 4 x 2
+            junk = [StreamClient(deployment.port, f"/stream?channel=junk-{wave}") for _ in range(8)]
+            for client in junk:
+                client.next_chunk()
+            label = (P + "channel_streams_open", (("channel", f"junk-{wave}"),))
+            wait_until(lambda: deployment.scrape().get(label), what=f"junk-{wave} named in /metrics")  # noqa: B023
+            for client in junk:
+                client.close()
+        busy = [StreamClient(deployment.port, "/stream?channel=busy") for _ in range(6)]
+        quiet = StreamClient(deployment.port, "/stream?channel=quiet")
+        for client in [*busy, quiet]:
+            client.next_chunk()
+
+        def series() -> dict:
+            found = deployment.scrape()
+            named = {labels: v for (name, labels), v in found.items() if name == P + "channel_streams_open" and v}
+            return {"named": named, "other": found.get((P + "other_channels_streams_open", ()))}
+
+        expected = {"named": {(("channel", "busy"),): 6, (("channel", "quiet"),): 1}, "other": 0}
+        wait_until(lambda: series() == expected, what=f"busy and quiet named in /metrics, got {series()}")
+        for client in [*busy, quiet]:
+            client.close()
+    finally:
+        deployment.server.stop()
+        redis_server.stop()

@@ -33,14 +33,14 @@ def test_refused_streams_are_counted_by_reason(make_app, serve, client_for) -> N
 
 
 def test_a_flood_of_refusals_logs_one_line_per_reason(make_app, serve, client_for, caplog) -> None:
-    app, sse = make_app(SSE_MAX_CONNECTIONS=1)
+    app, sse = make_app(SSE_MAX_CONNECTIONS_PER_CLIENT=1)
     sse.authorize(lambda channel: channel != "secret")
     server = serve(app)
     client_for(server.port)
     with caplog.at_level(logging.WARNING, logger="flask_sse_stream"):
         for _ in range(20):
-            assert client_for(server.port).status == 503
-            assert client_for(server.port, "/stream?channel=secret").status == 403
+            assert client_for(server.port).status == 429
+            assert client_for(server.port, "/stream?channel=secret", source="127.0.0.2").status == 403
             assert client_for(server.port, "/stream?channel=%00").status == 400
     lines = refusal_lines(caplog)
     assert len(lines) == 3, lines
@@ -116,3 +116,25 @@ def test_an_invalid_log_interval_is_refused_naming_it(make_app, value) -> None:
 def test_a_new_app_counts_no_refusal(make_app) -> None:
     _, sse = make_app()
     assert sse.stats["streams_refused_by_reason"] == REASONS
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_limits_are_checked_before_the_authorizer(make_app, serve, client_for, method) -> None:
+    app, sse = make_app(SSE_MAX_CONNECTIONS=2, SSE_MAX_CONNECTIONS_PER_CLIENT=1)
+    asked: list[str] = []
+
+    @sse.authorize
+    def count(channel: str) -> bool:
+        asked.append(channel)
+        return True
+
+    server = serve(app)
+    assert client_for(server.port).status == 200
+    assert client_for(server.port, source="127.0.0.2").status == 200
+    assert len(asked) == 2
+    many = "&".join(f"channel=c{i}" for i in range(16))
+    # At its own limit: 429, and no authorizer call for any of its 16 channels.
+    assert client_for(server.port, f"/stream?{many}", method=method).status == 429
+    # At the process's limit: 503, and none either.
+    assert client_for(server.port, f"/stream?{many}", method=method, source="127.0.0.3").status == 503
+    assert len(asked) == 2, asked

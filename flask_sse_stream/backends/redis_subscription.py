@@ -31,7 +31,7 @@ import gevent
 from gevent import socket as gevent_socket
 from gevent.hub import Waiter, get_hub
 
-from ..stream import shutdown
+from ..hangups import shutdown
 from .redis_connection import RedisConnections
 
 try:  # pragma: no branch - depends on the environment

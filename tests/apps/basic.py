@@ -19,7 +19,8 @@ which worker of a gunicorn served it. When the backend cannot reach its store
 ``/burst`` answer ``503`` with ``{"error": "<what happened>"}``.
 
 The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
-``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds), when set, configure the extension.
+``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds) and ``SSE_METRICS_CHANNELS``, when set,
+configure the extension.
 With ``SLOW_LOG_MS``, the library's log records (its debug ones too) go to a
 handler that holds the process that long for each, as a synchronous handler
 writing to a slow disk or socket would.
@@ -64,6 +65,8 @@ def create_app() -> Flask:
     for key in ("SSE_KEEPALIVE", "SSE_RECONNECT_SPREAD"):
         if os.environ.get(key):
             app.config[key] = float(os.environ[key])
+    if os.environ.get("SSE_METRICS_CHANNELS"):
+        app.config["SSE_METRICS_CHANNELS"] = int(os.environ["SSE_METRICS_CHANNELS"])
     SSE(app)
     if os.environ.get("SLOW_LOG_MS"):
         _log_slowly(float(os.environ["SLOW_LOG_MS"]) / 1000)
