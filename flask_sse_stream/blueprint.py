@@ -26,9 +26,10 @@ def register(app: Flask, core: SSECore) -> None:
     prefix = core.settings.url_prefix.rstrip("/")
     blueprint = Blueprint(STREAM_BLUEPRINT, __name__)
     stream = partial(stream_response, core, core.settings.cors_origins)
-    blueprint.add_url_rule(
-        "" if prefix else "/", "stream", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False
-    )
+    path = "" if prefix else "/"
+    blueprint.add_url_rule(path, "stream", stream, methods=["GET", "OPTIONS"], provide_automatic_options=False)
+    # The same stream over a WebSocket (werkzeug routes an upgrade request only to a rule that says so).
+    blueprint.add_url_rule(path, "stream_websocket", stream, methods=["GET"], websocket=True)
     # The views that answer any method at their path, the one the route does not list included.
     views: dict[str, Callable[[], Any]] = {prefix: stream}
     if core.settings.publish_token is not None:

@@ -51,6 +51,8 @@ ORDER = [
     "stream_request",
     "request_body",
     "stream_body",
+    "ws_frames",
+    "ws_transport",
     "stream_view",
     "endpoints",
     "probes",
