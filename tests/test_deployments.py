@@ -116,6 +116,8 @@ def test_the_process_runs_under_the_intended_server(deployment: Deployment) -> N
     prefix, patched = expected[deployment.kind]
     assert info["server"].startswith(prefix), deployment.why()
     assert ("gunicorn/" in info["server"]) is deployment.kind.startswith("gunicorn"), deployment.why()
+    # Installed here (the test extra), gevent-websocket is imported only by a server that uses it.
+    assert info["geventwebsocket"] is deployment.kind.endswith("-ws"), deployment.why()
     # The dev server must really run unpatched: its streams wait in plain threads.
     assert info["patched"] is patched, deployment.why()
 

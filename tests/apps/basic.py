@@ -11,7 +11,8 @@
 - ``POST /burst?n=5``: sends ``n`` events (``burst 0`` …) in this one request,
   back to back, never yielding between them; answers ``{"ids": [...]}``.
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
-  monkey-patched), its pid and the number of open streams.
+  monkey-patched), its pid, the number of open streams and whether gevent-websocket
+  is imported.
 
 Every response, the streams' too, carries ``X-Worker: <pid>``, so a test knows
 which worker of a gunicorn served it. When the backend cannot reach its store
@@ -19,13 +20,15 @@ which worker of a gunicorn served it. When the backend cannot reach its store
 ``/burst`` answer ``503`` with ``{"error": "<what happened>"}``.
 
 The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
-``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds), when set, configure the extension.
+``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds), ``SSE_QUEUE_SIZE`` and
+``SSE_MAX_CONNECTIONS_PER_CLIENT``, when set, configure the extension.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from typing import Any
 
 import gevent
@@ -45,6 +48,9 @@ def create_app() -> Flask:
     for key in ("SSE_KEEPALIVE", "SSE_RECONNECT_SPREAD"):
         if os.environ.get(key):
             app.config[key] = float(os.environ[key])
+    for key in ("SSE_QUEUE_SIZE", "SSE_MAX_CONNECTIONS_PER_CLIENT"):
+        if os.environ.get(key):
+            app.config[key] = int(os.environ[key])
     SSE(app)
 
     @app.after_request
@@ -92,6 +98,7 @@ def create_app() -> Flask:
             pid=os.getpid(),
             streams=len(current_app.sse.connections),  # type: ignore[attr-defined]
             server=request.environ.get("SERVER_SOFTWARE"),
+            geventwebsocket="geventwebsocket" in sys.modules,
         )
 
     return app
