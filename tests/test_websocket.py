@@ -25,7 +25,7 @@ from websocket import ABNF
 from tests.support.client import StreamClient
 from tests.support.servers import PYTHON, ProcessServer, free_port
 from tests.support.waiting import wait_until
-from tests.support.ws import WsClient
+from tests.support.ws import WsClient, close_all
 
 WEBSOCKET_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
 KEEPALIVE = 0.5
@@ -63,6 +63,12 @@ class Server:
     def streams(self) -> int:
         count: int = self.request("GET", "/info")["streams"]
         return count
+
+
+@pytest.fixture(autouse=True)
+def close_sockets() -> Iterator[None]:
+    yield
+    close_all()
 
 
 @pytest.fixture(scope="module", params=["gevent-ws", "gunicorn-ws"])

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import psutil
 import websocket
 from websocket import ABNF
+
+#: Every client opened and not yet closed: a test's fixture closes them (see :func:`close_all`).
+OPEN: list[WsClient] = []
+
+
+def close_all() -> None:
+    while OPEN:
+        OPEN.pop().close()
 
 
 class Closed(Exception):
@@ -23,12 +32,15 @@ class WsClient:
     def __init__(self, port: int, path: str, timeout: float = 10.0, **options: Any) -> None:
         self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{path}", timeout=timeout, **options)
         self.pings = 0
+        self.timeout = timeout
         #: Frames without data (a ``retry`` before a close, say), as the browser client would not dispatch them.
         self.undispatched: list[dict[str, Any]] = []
+        OPEN.append(self)
 
     def event(self) -> dict[str, Any]:
-        """The next frame with ``data``; raises :class:`Closed` on a close frame."""
-        while True:
+        """The next frame with ``data`` within ``timeout`` seconds; raises :class:`Closed` on a close frame."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
             opcode, frame = self.ws.recv_data_frame(True)
             if opcode == ABNF.OPCODE_TEXT:
                 fields: dict[str, Any] = json.loads(frame.data.decode("utf-8"))
@@ -42,6 +54,7 @@ class WsClient:
                 raise Closed(code, frame.data[2:].decode("utf-8", "replace"))
             else:
                 raise AssertionError(f"unexpected opcode {opcode}")
+        raise TimeoutError(f"no event within {self.timeout} s (keep-alive pings: {self.pings})")
 
     def events(self, n: int) -> list[dict[str, Any]]:
         return [self.event() for _ in range(n)]
@@ -65,6 +78,8 @@ class WsClient:
         except (OSError, websocket.WebSocketException):
             pass
         self.ws.shutdown()  # the socket too, also after a close frame
+        if self in OPEN:
+            OPEN.remove(self)
 
 
 def worker_serving(client: WsClient, workers: set[int]) -> int:
