@@ -10,6 +10,7 @@
   in the same turn of the event loop, right after the send.
 - ``POST /burst?n=5``: sends ``n`` events (``burst 0`` …) in this one request,
   back to back, never yielding between them; answers ``{"ids": [...]}``.
+- ``GET /ws-page?channel=``: a page on the WebSocket client (``tests/apps/ws_page.py``).
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
   monkey-patched), its pid, the number of open streams and whether gevent-websocket
   is imported.
@@ -36,6 +37,7 @@ import gevent.monkey
 from flask import Flask, Response, current_app, jsonify, request
 
 from flask_sse_stream import SSE
+from tests.apps.ws_page import page as ws_page_html
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -90,6 +92,10 @@ def create_app() -> Flask:
         send = current_app.sse.send_new_event  # type: ignore[attr-defined]
         ids = [send(data=f"burst {i}", id=with_id, channel=channel) for i in range(count)]
         return jsonify(ids=ids)
+
+    @app.get("/ws-page")
+    def ws_page() -> Any:
+        return ws_page_html(f"/stream?channel={request.args.get('channel', 'sse')}")
 
     @app.get("/info")
     def info() -> Any:
