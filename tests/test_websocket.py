@@ -252,3 +252,14 @@ def test_the_library_never_imports_gevent_websocket_for_a_plain_app() -> None:
     )
     out = subprocess.run([PYTHON, "-c", script], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_an_sse_stream_under_the_websocket_handler_writes_to_its_socket_directly(
+    server: Server, client_for: Callable[..., StreamClient], channel: str
+) -> None:
+    sse = client_for(server.port, f"/stream?channel={channel}")
+    sse.next_chunk()
+    server.publish(data="first", channel=channel)
+    assert sse.next_event().data == "first"
+    # No gunicorn.socket under gevent-websocket's handler: the socket is found through wsgi.input.
+    assert server.request("GET", "/info")["direct"] == 1, server.why()

@@ -12,8 +12,8 @@
   back to back, never yielding between them; answers ``{"ids": [...]}``.
 - ``GET /ws-page?channel=``: a page on the WebSocket client (``tests/apps/ws_page.py``).
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
-  monkey-patched), its pid, the number of open streams and whether gevent-websocket
-  is imported.
+  monkey-patched), its pid, the number of open streams, how many of them write
+  to their sockets directly, and whether gevent-websocket is imported.
 
 Every response, the streams' too, carries ``X-Worker: <pid>``, so a test knows
 which worker of a gunicorn served it. When the backend cannot reach its store
@@ -38,6 +38,7 @@ from flask import Flask, Response, current_app, jsonify, request
 
 from flask_sse_stream import SSE
 from tests.apps.ws_page import page as ws_page_html
+from tests.support.internals import streams_of
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -105,6 +106,7 @@ def create_app() -> Flask:
             streams=len(current_app.sse.connections),  # type: ignore[attr-defined]
             server=request.environ.get("SERVER_SOFTWARE"),
             geventwebsocket="geventwebsocket" in sys.modules,
+            direct=sum(stream.writer is not None for stream in streams_of(current_app._get_current_object())),  # type: ignore[attr-defined]
         )
 
     return app
