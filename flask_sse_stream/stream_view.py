@@ -142,9 +142,7 @@ def _open(
         core.close_stream(stream)
         return hangup(stream.farewell, RESTART if stream.ending is None else ENDED)
     if ws is not None:
-        reset = [Event(None, None, None, None, reset_frame(settings.reset_event))] if replay.reset else []
-        session = Session(core.close_stream, stream, ws, settings.keepalive, reset + replay.events)
-        return Response(session, status=200, direct_passthrough=True)
+        return _session(core, stream, ws, replay.events, replay.reset)
     log.debug("opened a stream of %s for %s", ", ".join(stream.channels), request.remote_addr)
     first = [OPENING]
     if settings.retry is not None:
@@ -155,6 +153,14 @@ def _open(
     direct = direct_socket(environ, sock) if settings.direct_writes else None
     body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
+
+
+def _session(core: SSECore, stream: Stream, ws: Any, replay: list[Event], reset: bool) -> Response:
+    """The body of a WebSocket stream that opened: the reset event (if any), the replay, then live events."""
+    settings = core.settings
+    first = [Event(None, None, None, None, reset_frame(settings.reset_event)), *replay] if reset else replay
+    session = Session(core.close_stream, stream, ws, settings.keepalive, first, settings.direct_writes)
+    return Response(session, status=200, direct_passthrough=True)
 
 
 def _hangup(sock: object, headers: dict[str, str], farewell: bytes | None = None, code: int = 0) -> Response:

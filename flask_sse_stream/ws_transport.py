@@ -39,6 +39,7 @@ from .ws_frames import (
     json_frame,
     read_frame,
 )
+from .ws_writer import FrameWriter, direct
 
 log = logging.getLogger("flask_sse_stream")
 
@@ -84,6 +85,8 @@ class Connection:
         self.peer_gone = False
         self.written = 0
         self._reader: gevent.Greenlet | None = None
+        #: The stream's direct writer, once it has one: the reader's pongs go through it.
+        self.writer: FrameWriter | None = None
 
     def send(self, data: bytes) -> None:
         """Write ``data``; OSError if the client is gone (or it was closed)."""
@@ -123,10 +126,13 @@ class Connection:
 
     def _on_frame(self, opcode: int, payload: bytes) -> bool:
         if opcode == PING:
-            try:
-                self.send(frame(PONG, payload))
-            except OSError:
-                pass
+            if self.writer is not None:
+                self.writer.hand_over(frame(PONG, payload))
+            else:
+                try:
+                    self.send(frame(PONG, payload))
+                except OSError:
+                    pass
         elif opcode == CLOSE:
             code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1000
             self._end(1000 if code < 1000 or code in (1004, 1005, 1006, 1015) else code, "")
@@ -187,7 +193,9 @@ class Session(Iterator[bytes]):
         ws: Any,
         keepalive: float,
         first: Sequence[Event],
+        direct_writes: bool = True,
     ) -> None:
+        self._raw = direct(socket_of(ws)) if direct_writes else None
         self._ended = ended
         self._stream = stream
         self._connection = Connection(ws, stream)
@@ -213,12 +221,22 @@ class Session(Iterator[bytes]):
                 if stream.closed:
                     break
                 connection.send(piece)
+            if self._raw is not None:
+                self._write_directly(self._raw)
             while (events := stream.take(self._keepalive)) is not None:
                 connection.send(b"".join([event_frame(event) for event in events]) if events else PING_FRAME)
         except OSError:
             connection.peer_gone = True
             stream.close()  # the client is gone
         self._close()
+
+    def _write_directly(self, raw: Any) -> None:
+        stream, connection = self._stream, self._connection
+        writer = stream.writer = connection.writer = FrameWriter(stream, raw)
+        while (data := writer.take_chunk(self._keepalive, PING_FRAME)) is not None:
+            connection.send(data)
+            writer.wrote()
+        stream.writer = None
 
     def _close(self) -> None:
         stream, connection = self._stream, self._connection

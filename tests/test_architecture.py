@@ -52,6 +52,7 @@ ORDER = [
     "request_body",
     "stream_body",
     "ws_frames",
+    "ws_writer",
     "ws_transport",
     "stream_view",
     "endpoints",

@@ -262,4 +262,25 @@ def test_an_sse_stream_under_the_websocket_handler_writes_to_its_socket_directly
     server.publish(data="first", channel=channel)
     assert sse.next_event().data == "first"
     # No gunicorn.socket under gevent-websocket's handler: the socket is found through wsgi.input.
-    assert server.request("GET", "/info")["direct"] == 1, server.why()
+    assert server.request("GET", f"/info?channel={channel}")["direct"] == 1, server.why()
+
+
+def test_a_websocket_writes_to_its_socket_directly_and_answers_pings_between_direct_writes(
+    server: Server, connect: Callable[..., WsClient], channel: str
+) -> None:
+    client = connect(f"channel={channel}")
+    server.publish(data="first", channel=channel)
+    assert client.event() == {"data": "first"}
+    assert server.request("GET", f"/info?channel={channel}")["direct"] == 1, server.why()
+    for n in range(20):
+        client.ws.ping(b"p%d" % n)
+        server.publish(data=f"e{n}", channel=channel)
+    pongs, events = [], []
+    while len(events) < 20 or len(pongs) < 20:
+        opcode, frame = client.ws.recv_data_frame(True)
+        if opcode == ABNF.OPCODE_PONG:
+            pongs.append(frame.data)
+        elif opcode == ABNF.OPCODE_TEXT:
+            events.append(json.loads(frame.data)["data"])
+    assert events == [f"e{n}" for n in range(20)]
+    assert pongs == [b"p%d" % n for n in range(20)]

@@ -12,7 +12,7 @@
   back to back, never yielding between them; answers ``{"ids": [...]}``.
 - ``GET /ws-page?channel=``: a page on the WebSocket client (``tests/apps/ws_page.py``).
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
-  monkey-patched), its pid, the number of open streams, how many of them write
+  monkey-patched), its pid, the number of open streams, how many of them (of ``?channel=``) write
   to their sockets directly, and whether gevent-websocket is imported.
 
 Every response, the streams' too, carries ``X-Worker: <pid>``, so a test knows
@@ -106,7 +106,10 @@ def create_app() -> Flask:
             streams=len(current_app.sse.connections),  # type: ignore[attr-defined]
             server=request.environ.get("SERVER_SOFTWARE"),
             geventwebsocket="geventwebsocket" in sys.modules,
-            direct=sum(stream.writer is not None for stream in streams_of(current_app._get_current_object())),  # type: ignore[attr-defined]
+            direct=sum(
+                stream.writer is not None and request.args.get("channel", stream.channels[0]) in stream.channels
+                for stream in streams_of(current_app._get_current_object())  # type: ignore[attr-defined]
+            ),
         )
 
     return app
