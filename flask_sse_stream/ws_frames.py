@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 from .event import Event
+from .stream import PIECE
 
 TEXT, BINARY, CLOSE, PING, PONG, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0xA, 0x0
 #: Bytes of payload a client frame may carry (its pings, its small text frames): more closes with 1009.
@@ -126,3 +127,27 @@ def _exactly(read: Callable[[int], bytes], n: int) -> bytes:
     if len(data) != n:
         raise EOFError("the client closed the connection")
     return data
+
+
+def is_ping(text: str) -> bool:
+    """Whether a client's text frame is its keep-alive, ``{"ping": ...}``."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and list(value) == ["ping"]
+
+
+def pieces(events: Sequence[Event]) -> Iterator[bytes]:
+    """The frames of ``events`` joined, about :data:`PIECE` bytes a write (a client that stops reading holds one)."""
+    frames: list[bytes] = []
+    size = 0
+    for event in events:
+        built = event_frame(event)
+        frames.append(built)
+        size += len(built)
+        if size >= PIECE:
+            yield b"".join(frames)
+            frames, size = [], 0
+    if frames:
+        yield b"".join(frames)

@@ -7,14 +7,12 @@ ws_frames), pings as keep-alives, and a close frame whose code tells the
 client whether to resume or stop. It never imports gevent-websocket: it
 uses the socket and reader the handler hands over.
 
-One greenlet writes (the request's, which runs the body after the request
-context has gone, as for SSE); one reads the client's frames and answers its
-pings. Writes share a lock: gevent-websocket has none.
+One greenlet writes (the request's, after the request context has gone, as
+for SSE, or direct writes); one reads the client's frames once it sends any.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -23,7 +21,7 @@ import gevent
 import gevent.lock
 
 from .event import Event
-from .stream import GRACE, PIECE, Stream
+from .stream import GRACE, Stream
 from .ws_frames import (
     BINARY,
     CLOSE,
@@ -36,7 +34,9 @@ from .ws_frames import (
     event_frame,
     fields_of,
     frame,
+    is_ping,
     json_frame,
+    pieces,
     read_frame,
 )
 from .ws_writer import FrameWriter, direct
@@ -85,6 +85,7 @@ class Connection:
         self.peer_gone = False
         self.written = 0
         self._reader: gevent.Greenlet | None = None
+        self._watcher: Any = None
         #: The stream's direct writer, once it has one: the reader's pongs go through it.
         self.writer: FrameWriter | None = None
 
@@ -105,6 +106,7 @@ class Connection:
                     self._write(before + close_frame(code, reason))
                 except OSError:
                     self.peer_gone = True
+        self._stop_watching()
         if self._reader is None:
             self._reader = gevent.spawn(self._read_frames)
         self._reader.join(GRACE)
@@ -112,7 +114,31 @@ class Connection:
         self._ws.closed = True  # gevent-websocket must not send a close of its own
 
     def start_reading(self) -> None:
-        self._reader = gevent.spawn(self._read_frames)
+        """Read the client's frames once it sends any: till then a watcher waits, not a greenlet (12 KiB each)."""
+        sock = socket_of(self._ws)
+        try:
+            watcher = self._watcher = gevent.get_hub().loop.io(sock.fileno(), 1)
+        except (AttributeError, OSError):
+            self._reader = gevent.spawn(self._read_frames)
+            return
+        watcher.start(self._readable)
+
+    def _readable(self) -> None:
+        self._stop_watching()
+        if self._reader is None:
+            self._reader = gevent.spawn(self._read_frames)
+
+    def release(self) -> None:
+        """The stream has ended: stop waiting for the client's frames."""
+        self._stop_watching()
+        if self._reader is not None:
+            self._reader.kill(block=False)
+
+    def _stop_watching(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+            watcher.close()
 
     def _read_frames(self) -> None:
         try:
@@ -142,7 +168,7 @@ class Connection:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
                 raise FrameError(1007, "text frames must be UTF-8") from None
-            if not _is_ping(text):
+            if not is_ping(text):
                 raise FrameError(1003, 'the channels are fixed at connect: a client sends only {"ping": ...}')
         elif opcode == BINARY:
             raise FrameError(1003, "binary frames are not accepted here")
@@ -153,14 +179,6 @@ class Connection:
             self.ending = (code, reason)
         if self._stream is not None:
             self._stream.close()
-
-
-def _is_ping(text: str) -> bool:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(value, dict) and list(value) == ["ping"]
 
 
 class Refusal(Iterator[bytes]):
@@ -255,6 +273,7 @@ class Session(Iterator[bytes]):
     def _finish(self) -> None:
         stream = self._stream
         stream.finished = True
+        self._connection.release()
         stream.counters.bytes_written += self._connection.written
         self._ended(stream)
         stream.close()
@@ -263,18 +282,3 @@ class Session(Iterator[bytes]):
             log.info("disconnected a WebSocket stream of %s from %s: more than %d events behind",
                      channels, stream.remote_addr, stream.queue_size)  # fmt: skip
         log.debug("closed a WebSocket stream of %s for %s", channels, stream.remote_addr)
-
-
-def pieces(events: Sequence[Event]) -> Iterator[bytes]:
-    """The frames of ``events`` joined, about :data:`PIECE` bytes a write (a client that stops reading holds one)."""
-    frames: list[bytes] = []
-    size = 0
-    for event in events:
-        built = event_frame(event)
-        frames.append(built)
-        size += len(built)
-        if size >= PIECE:
-            yield b"".join(frames)
-            frames, size = [], 0
-    if frames:
-        yield b"".join(frames)
