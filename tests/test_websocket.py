@@ -284,3 +284,12 @@ def test_a_websocket_writes_to_its_socket_directly_and_answers_pings_between_dir
             events.append(json.loads(frame.data)["data"])
     assert events == [f"e{n}" for n in range(20)]
     assert pongs == [b"p%d" % n for n in range(20)]
+
+
+def test_a_client_gone_without_a_close_frame_ends_its_stream(
+    server: Server, connect: Callable[..., WsClient], channel: str
+) -> None:
+    client = connect(f"channel={channel}")
+    wait_until(lambda: server.request("GET", f"/info?channel={channel}")["direct"] == 1, what=server.why())
+    client.ws.sock.close()  # no close frame: the server's watcher of the socket sees the EOF
+    wait_until(lambda: server.request("GET", f"/info?channel={channel}")["direct"] == 0, what=server.why())
