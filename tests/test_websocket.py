@@ -34,7 +34,7 @@ _channels = itertools.count()
 
 
 def command(kind: str, port: int) -> list[str]:
-    if kind == "gevent-ws":
+    if kind.startswith("gevent-ws"):
         return [PYTHON, "-m", "tests.apps.gevent_server", str(port), "websocket"]
     return [
         PYTHON, "-m", "gunicorn", "-k", WEBSOCKET_WORKER, "-w", "1", "--graceful-timeout", "5",
@@ -45,6 +45,8 @@ def command(kind: str, port: int) -> list[str]:
 class Server:
     def __init__(self, kind: str, log: Any, **env: str) -> None:
         self.port = free_port()
+        #: Streams of a channel that write directly, when one is open (none with SSE_DIRECT_WRITES off).
+        self.direct = 0 if kind == "gevent-ws-threaded-writes" else 1
         self.process = ProcessServer(command(kind, self.port), self.port, env=env, log=log)
 
     def why(self) -> str:
@@ -71,10 +73,12 @@ def close_sockets() -> Iterator[None]:
     close_all()
 
 
-@pytest.fixture(scope="module", params=["gevent-ws", "gunicorn-ws"])
+@pytest.fixture(scope="module", params=["gevent-ws", "gunicorn-ws", "gevent-ws-threaded-writes"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     kind: str = request.param
     env = {"SSE_KEEPALIVE": str(KEEPALIVE), "SSE_QUEUE_SIZE": str(QUEUE_SIZE)}
+    if kind == "gevent-ws-threaded-writes":
+        env["SSE_DIRECT_WRITES"] = "0"  # every write by the stream's own greenlet
     running = Server(kind, tmp_path_factory.mktemp(kind) / "server.log", **env)
     yield running
     running.process.stop()
@@ -262,7 +266,7 @@ def test_an_sse_stream_under_the_websocket_handler_writes_to_its_socket_directly
     server.publish(data="first", channel=channel)
     assert sse.next_event().data == "first"
     # No gunicorn.socket under gevent-websocket's handler: the socket is found through wsgi.input.
-    assert server.request("GET", f"/info?channel={channel}")["direct"] == 1, server.why()
+    assert server.request("GET", f"/info?channel={channel}")["direct"] == server.direct, server.why()
 
 
 def test_a_websocket_writes_to_its_socket_directly_and_answers_pings_between_direct_writes(
@@ -271,7 +275,7 @@ def test_a_websocket_writes_to_its_socket_directly_and_answers_pings_between_dir
     client = connect(f"channel={channel}")
     server.publish(data="first", channel=channel)
     assert client.event() == {"data": "first"}
-    assert server.request("GET", f"/info?channel={channel}")["direct"] == 1, server.why()
+    assert server.request("GET", f"/info?channel={channel}")["direct"] == server.direct, server.why()
     for n in range(20):
         client.ws.ping(b"p%d" % n)
         server.publish(data=f"e{n}", channel=channel)
@@ -290,6 +294,6 @@ def test_a_client_gone_without_a_close_frame_ends_its_stream(
     server: Server, connect: Callable[..., WsClient], channel: str
 ) -> None:
     client = connect(f"channel={channel}")
-    wait_until(lambda: server.request("GET", f"/info?channel={channel}")["direct"] == 1, what=server.why())
+    wait_until(lambda: server.request("GET", f"/info?channel={channel}")["of_channel"] == 1, what=server.why())
     client.ws.sock.close()  # no close frame: the server's watcher of the socket sees the EOF
-    wait_until(lambda: server.request("GET", f"/info?channel={channel}")["direct"] == 0, what=server.why())
+    wait_until(lambda: server.request("GET", f"/info?channel={channel}")["of_channel"] == 0, what=server.why())

@@ -12,8 +12,9 @@
   back to back, never yielding between them; answers ``{"ids": [...]}``.
 - ``GET /ws-page?channel=``: a page on the WebSocket client (``tests/apps/ws_page.py``).
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
-  monkey-patched), its pid, the number of open streams, how many of them (of ``?channel=``) write
-  to their sockets directly, and whether gevent-websocket is imported.
+  monkey-patched), its pid, the number of open streams, how many are of
+  ``?channel=`` (``of_channel``) and how many of those write to their
+  sockets directly (``direct``), and whether gevent-websocket is imported.
 
 Every response, the streams' too, carries ``X-Worker: <pid>``, so a test knows
 which worker of a gunicorn served it. When the backend cannot reach its store
@@ -22,7 +23,7 @@ which worker of a gunicorn served it. When the backend cannot reach its store
 
 The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
 ``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds), ``SSE_QUEUE_SIZE`` and
-``SSE_MAX_CONNECTIONS_PER_CLIENT``, when set, configure the extension.
+``SSE_MAX_CONNECTIONS_PER_CLIENT``, ``SSE_DIRECT_WRITES`` (``0``/``1``), when set, configure the extension.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ def create_app() -> Flask:
     for key in ("SSE_QUEUE_SIZE", "SSE_MAX_CONNECTIONS_PER_CLIENT"):
         if os.environ.get(key):
             app.config[key] = int(os.environ[key])
+    if os.environ.get("SSE_DIRECT_WRITES"):
+        app.config["SSE_DIRECT_WRITES"] = os.environ["SSE_DIRECT_WRITES"].lower() in _TRUE
     SSE(app)
 
     @app.after_request
@@ -100,16 +103,18 @@ def create_app() -> Flask:
 
     @app.get("/info")
     def info() -> Any:
+        streams = streams_of(current_app._get_current_object())  # type: ignore[attr-defined]
+        of_channel = [
+            stream for stream in streams if request.args.get("channel", stream.channels[0]) in stream.channels
+        ]
         return jsonify(
             patched=gevent.monkey.is_module_patched("socket"),
             pid=os.getpid(),
             streams=len(current_app.sse.connections),  # type: ignore[attr-defined]
             server=request.environ.get("SERVER_SOFTWARE"),
             geventwebsocket="geventwebsocket" in sys.modules,
-            direct=sum(
-                stream.writer is not None and request.args.get("channel", stream.channels[0]) in stream.channels
-                for stream in streams_of(current_app._get_current_object())  # type: ignore[attr-defined]
-            ),
+            direct=sum(stream.writer is not None for stream in of_channel),
+            of_channel=len(of_channel),
         )
 
     return app
