@@ -103,6 +103,7 @@ class Fanout:
                 self._targets.pop(channel, None)
             self.version += 1
             if stream.since and (self._endings or self._forgotten) and self._ended_meanwhile(stream):
+                stream.ending = "ended"
                 stream.close(planned=True)  # its opening answers with an empty stream: the client asks again
                 self.counters.streams_ended += 1
         return None
@@ -227,6 +228,8 @@ class Fanout:
                 for stream in candidates
                 if stream.since <= arrived and ending.matches(stream.channels, stream.subjects)
             ]
+        for stream in matched:
+            stream.ending = "ended"
         end_gracefully(matched)
         self.counters.streams_ended += len(matched)
         if matched:

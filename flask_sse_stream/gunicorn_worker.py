@@ -43,7 +43,9 @@ def post_worker_init(worker: Any) -> None:
 
 def on_request(environ: dict[str, Any]) -> None:
     """Called as a request starts: adapt to the server it runs under, once per process."""
-    if "gunicorn.socket" in environ and _hooked_pid != os.getpid():
+    # gevent-websocket's GeventWebSocketWorker gives no gunicorn.socket, but says whose server it is.
+    gunicorn = "gunicorn.socket" in environ or "gunicorn/" in str(environ.get("SERVER_SOFTWARE", ""))
+    if gunicorn and _hooked_pid != os.getpid():
         _hook_shutdown_signals()
     if environ.get("wsgi.multiprocess"):
         warn_if_in_process("this server runs several worker processes")

@@ -74,7 +74,16 @@ class DirectWriter:
             events = stream.drain()
             if not events:
                 return
-            data = chunk(b"".join([event.frame for event in events]))
+            data = self.framed(events)
+        self.send(data, flusher)
+
+    def framed(self, events: list[Event]) -> bytes:
+        """``events`` as the bytes of one write: one chunk of their SSE text."""
+        return chunk(b"".join([event.frame for event in events]))
+
+    def send(self, data: bytes, flusher: Flusher) -> None:
+        """Write what the socket takes of ``data`` now; the writer finishes the rest."""
+        stream = self.stream
         try:
             sent = self.raw.send(data)
         except BlockingIOError:
@@ -88,7 +97,7 @@ class DirectWriter:
             self.partial = data[sent:]
             self.idle = False
             stream.waker().wake()
-        elif pending or stream.resumed is not None:
+        elif stream.pending or stream.resumed is not None:
             stream.waker().wake()  # more than one write's worth was queued: the writer takes the rest
 
     def take_chunk(self, timeout: float, keepalive: bytes) -> bytes | None:
@@ -109,7 +118,7 @@ class DirectWriter:
                 return partial
             events = stream.drain()
             if events:
-                data = chunk(b"".join([event.frame for event in events]))
+                data = self.framed(events)
                 return partial + data if partial else data
             if partial:
                 return partial

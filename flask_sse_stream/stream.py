@@ -58,7 +58,7 @@ class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
         "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
-        "writer", "counters", "writes", "in_write", "opened_at", "client",
+        "writer", "counters", "writes", "in_write", "opened_at", "client", "ending",
     )  # fmt: skip
 
     def __init__(
@@ -88,8 +88,7 @@ class Stream:
         self.server = server
         #: Set once the stream must end; it then takes no more events.
         self.closed = False
-        #: Set when the connection itself must close after the stream ends
-        #: (server or worker shutdown), not wait for another request.
+        #: The connection itself closes after the stream ends (server or worker shutdown).
         self.hangup = False
         #: Set once its response has ended (the WSGI server closed the body).
         self.finished = False
@@ -116,6 +115,8 @@ class Stream:
         self.counters = counters or Counters()
         #: Whom SSE_MAX_CONNECTIONS_PER_CLIENT counts it for: its address (an IPv6 one's prefix).
         self.client = remote_addr
+        #: ``"ended"`` (end_streams) or ``"expired"`` once so ended: its client must be authorized again.
+        self.ending: str | None = None
 
     def __repr__(self) -> str:
         return f"<Stream channels={self.channels!r} remote_addr={self.remote_addr!r}>"
@@ -189,6 +190,7 @@ class Stream:
             return False
         if not self.closed:
             self.counters.streams_expired += 1
+            self.ending = "expired"
             log.debug("a stream of %s for %s reached its deadline", ", ".join(self.channels), self.remote_addr)
             self.close(planned=True)
         return True

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 from flask import Response, request
 
 from .access import admit
 from .config import CorsOrigins
 from .core import SSECore
-from .event import reset_frame
+from .event import Event, reset_frame
 from .gunicorn_worker import shutting_down
 from .hangups import watch
 from .stream import Stream, farewell
@@ -32,6 +35,8 @@ from .stream_request import (
     socket_of,
     tune,
 )
+from .ws_transport import ENDED, FOR_STATUS, RESTART, TRY_AGAIN, Refusal, Session, websocket_of
+from .ws_transport import socket_of as ws_socket
 
 #: Seconds a client refused for load should wait (``Retry-After``).
 RETRY_AFTER = 5
@@ -53,7 +58,16 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     if standalone is not None:  # the standalone server's port, through the app's pipeline
         cors_origins, server = standalone
     headers = cors_headers(cors_origins, request.headers.get("Origin"))
+    ws = websocket_of(request.environ)
+    # Over a WebSocket (accepted already), a refusal is a close frame with the code of its status.
+    refuse = partial(_refuse_ws, ws) if ws is not None else refuse_http
     method = request.method
+    if ws is None and request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+        message = (
+            "this server does not accept WebSocket upgrades: serve the app with gevent-websocket's"
+            " WebSocketHandler or GeventWebSocketWorker (pip install flask-sse-stream[websocket]), or use SSE"
+        )
+        return refuse(501, message, headers)
     if method == "OPTIONS":
         if "Access-Control-Allow-Origin" in headers:
             headers["Access-Control-Allow-Methods"] = "GET"
@@ -73,7 +87,7 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     address = request.remote_addr
     client = client_key(address, core.settings.client_ipv6_prefix)
     # The cheap checks first: a client at a limit costs no authorizer call.
-    over = _over_limit(core, client, headers)
+    over = _over_limit(core, client, headers, refuse)
     if over is not None:
         return over
     since = time.monotonic()
@@ -89,27 +103,36 @@ def stream_response(core: SSECore, cors_origins: CorsOrigins, server: object = N
     headers.update(_STREAM_HEADERS)
     if method == "HEAD":
         return Response(status=200, headers=headers)
-    sock = socket_of(request.environ)
+    sock = socket_of(request.environ) if ws is None else ws_socket(ws)
     stream = Stream(channels, address, core.settings.queue_size, sock, server, core.counters,
                     admitted.subjects, deadline, since, core.settings.reconnect_spread)  # fmt: skip
     stream.client = client
-    return _open(core, stream, sock, resume_point(request.environ, query), headers)
+    return _open(core, stream, sock, resume_point(request.environ, query), headers, ws, refuse)
 
 
-def _open(core: SSECore, stream: Stream, sock: object, after: int | None, headers: dict[str, str]) -> Response:
+def _open(
+    core: SSECore,
+    stream: Stream,
+    sock: object,
+    after: int | None,
+    headers: dict[str, str],
+    ws: Any,
+    refuse: Callable[..., Response],
+) -> Response:
     settings = core.settings
     environ = request.environ
     if sock is not None:
         tune(sock, settings.keepalive)
+    hangup: Callable[..., Response] = partial(_hangup, sock, headers) if ws is None else partial(_close_ws, ws)
     if shutting_down():
         # This worker is ending: open the stream and end it at once, so the
         # browser reconnects (with Last-Event-ID) to a worker that stays.
-        return _hangup(sock, headers, farewell(settings.reconnect_spread))
+        return hangup(farewell(settings.reconnect_spread))
     full = core.fanout.add(stream, settings.max_connections, settings.max_connections_per_client)
     if full == "client_limit" and _free_departed(core, stream.client):
         full = core.fanout.add(stream, settings.max_connections, settings.max_connections_per_client)
     if full is not None:
-        return _over_limit(core, stream.client, headers, full) or refuse(503, full, headers)
+        return _over_limit(core, stream.client, headers, refuse, full) or refuse(503, full, headers)
     try:
         replay = core.open_stream(stream, after)
     except ConnectionError as error:
@@ -117,7 +140,7 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
         # and end it, so it comes back (with Last-Event-ID) after its retry time.
         core.close_stream(stream)
         core.log.warning("unavailable", "ended a new stream at once: %s", error)
-        return _hangup(sock, headers)
+        return hangup(None, TRY_AGAIN)
     except BaseException:
         core.close_stream(stream)
         raise
@@ -125,7 +148,9 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
         # Ended before it opened (end_streams, a shutdown): nothing goes out,
         # and the client asks again, to be authorized again.
         core.close_stream(stream)
-        return _hangup(sock, headers, stream.farewell)
+        return hangup(stream.farewell, RESTART if stream.ending is None else ENDED)
+    if ws is not None:
+        return _session(core, stream, ws, replay.events, replay.reset)
     log.debug("opened a stream of %s for %s", ", ".join(stream.channels), request.remote_addr)
     first = [OPENING]
     if settings.retry is not None:
@@ -141,7 +166,11 @@ def _open(core: SSECore, stream: Stream, sock: object, after: int | None, header
 
 
 def _over_limit(
-    core: SSECore, address: str | None, headers: dict[str, str], full: str | None = None
+    core: SSECore,
+    address: str | None,
+    headers: dict[str, str],
+    refuse: Callable[..., Response],
+    full: str | None = None,
 ) -> Response | None:
     """The answer to a stream of ``address`` while this process, or that client, is at its limit; None if neither."""
     settings = core.settings
@@ -175,7 +204,15 @@ def _free_departed(core: SSECore, client: str | None) -> int:
     return len(gone)
 
 
-def _hangup(sock: object, headers: dict[str, str], farewell: bytes | None = None) -> Response:
+def _session(core: SSECore, stream: Stream, ws: Any, replay: list[Event], reset: bool) -> Response:
+    """The body of a WebSocket stream that opened: the reset event (if any), the replay, then live events."""
+    settings = core.settings
+    first = [Event(None, None, None, None, reset_frame(settings.reset_event)), *replay] if reset else replay
+    session = Session(core.close_stream, stream, ws, settings.keepalive, first, settings.direct_writes)
+    return Response(session, status=200, direct_passthrough=True)
+
+
+def _hangup(sock: object, headers: dict[str, str], farewell: bytes | None = None, code: int = 0) -> Response:
     """200, an opening (and a ``retry:``, for a planned end), the end: the browser reconnects (with
     Last-Event-ID) after its retry time."""
     return Response(Hangup(sock, farewell), status=200, headers=headers, direct_passthrough=True)
@@ -186,7 +223,16 @@ def _refused(core: SSECore, reason: str, message: str, *args: object) -> None:
     core.log.warning(reason, message, *args)
 
 
-def refuse(status: int, message: str, headers: dict[str, str], extra: dict[str, str] | None = None) -> Response:
+def _close_ws(ws: Any, farewell: bytes | None = None, code: int = RESTART) -> Response:
+    """A WebSocket stream that ends as it opens: a close frame with ``code`` (and a ``retry``)."""
+    return Response(Refusal(ws, code, "", farewell), status=200, direct_passthrough=True)
+
+
+def _refuse_ws(ws: Any, status: int, message: str, *ignored: object) -> Response:
+    return Response(Refusal(ws, FOR_STATUS[status], message), status=200, direct_passthrough=True)
+
+
+def refuse_http(status: int, message: str, headers: dict[str, str], extra: dict[str, str] | None = None) -> Response:
     response = Response(message + "\n", status=status, headers=headers, content_type="text/plain; charset=utf-8")
     if extra:
         response.headers.update(extra)

@@ -4,7 +4,11 @@
   (``tests/apps/gevent_server.py``);
 - ``flask``: ``flask --app ... run``, werkzeug's threaded dev server, not
   monkey-patched: streams wait in plain OS threads;
-- ``gunicorn``: ``gunicorn -k gevent -w 1``.
+- ``gunicorn``: ``gunicorn -k gevent -w 1``;
+- ``gevent-ws`` and ``gunicorn-ws``: the same with gevent-websocket's handler
+  (``WSGIServer(handler_class=WebSocketHandler)``, ``-k GeventWebSocketWorker``),
+  which replaces gunicorn's and gevent's own: the SSE stream works there as it
+  does without it (issue 22).
 
 One server per kind serves the module's tests (each test uses channels of
 its own); the SIGTERM test starts its own.
@@ -27,21 +31,23 @@ import pytest
 from tests.support.client import StreamClient
 from tests.support.servers import PYTHON, ProcessServer, free_port
 
-KINDS = ["gevent", "flask", "gunicorn"]
+KINDS = ["gevent", "flask", "gunicorn", "gevent-ws", "gunicorn-ws"]
+WEBSOCKET_WORKER = "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"
 GRACEFUL_TIMEOUT = 10
 _channels = itertools.count()
 
 
 def command(kind: str, port: int) -> list[str]:
-    if kind == "gevent":
-        return [PYTHON, "-m", "tests.apps.gevent_server", str(port)]
+    if kind in ("gevent", "gevent-ws"):
+        return [PYTHON, "-m", "tests.apps.gevent_server", str(port), *(["websocket"] if kind == "gevent-ws" else [])]
     if kind == "flask":
         return [
             PYTHON, "-m", "flask", "--app", "tests.apps.basic:create_app",
             "run", "--host", "127.0.0.1", "--port", str(port), "--with-threads", "--no-reload", "--no-debugger",
         ]  # fmt: skip
+    worker = WEBSOCKET_WORKER if kind == "gunicorn-ws" else "gevent"
     return [
-        PYTHON, "-m", "gunicorn", "-k", "gevent", "-w", "1", "--worker-connections", "200",
+        PYTHON, "-m", "gunicorn", "-k", worker, "-w", "1", "--worker-connections", "200",
         "--graceful-timeout", str(GRACEFUL_TIMEOUT), "--no-control-socket", "-b", f"127.0.0.1:{port}",
         "tests.apps.basic:create_app()",
     ]  # fmt: skip
@@ -105,8 +111,13 @@ def stream(
 def test_the_process_runs_under_the_intended_server(deployment: Deployment) -> None:
     info = deployment.request("GET", "/info")
     expected = {"gevent": ("gevent/", True), "flask": ("Werkzeug/", False), "gunicorn": ("gunicorn/", True)}
+    # gunicorn's pywsgi worker (which GeventWebSocketWorker is) says "gevent/<version> gunicorn/<version>".
+    expected.update({"gevent-ws": expected["gevent"], "gunicorn-ws": ("gevent/", True)})
     prefix, patched = expected[deployment.kind]
     assert info["server"].startswith(prefix), deployment.why()
+    assert ("gunicorn/" in info["server"]) is deployment.kind.startswith("gunicorn"), deployment.why()
+    # Installed here (the test extra), gevent-websocket is imported only by a server that uses it.
+    assert info["geventwebsocket"] is deployment.kind.endswith("-ws"), deployment.why()
     # The dev server must really run unpatched: its streams wait in plain threads.
     assert info["patched"] is patched, deployment.why()
 
@@ -185,7 +196,7 @@ def test_stream_headers(deployment: Deployment, client_for: Callable[..., Stream
     assert "content-encoding" not in client.headers
     assert "content-length" not in client.headers
     assert client.next_chunk() == b": flask_sse_stream\n\n"
-    if deployment.kind == "gevent":
+    if deployment.kind in ("gevent", "gevent-ws"):
         # The library never sets Connection, and gevent's WSGIServer adds none.
         assert "connection" not in client.headers, client.header_list
     # gunicorn's and werkzeug's HTTP layers add their own, which the app cannot
@@ -224,5 +235,5 @@ def test_sigterm_ends_open_streams_within_a_second(
     # closes its connection, so the worker need not wait for --graceful-timeout:
     # it exits at its next once-a-second check.
     assert ended < 1.0, f"streams ended {ended:.2f} s after SIGTERM{running.why()}"
-    limit = 3.0 if kind == "gunicorn" else 1.0
+    limit = 3.0 if kind.startswith("gunicorn") else 1.0
     assert exited < limit, f"the server exited {exited:.2f} s after SIGTERM{running.why()}"

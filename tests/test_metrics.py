@@ -119,13 +119,17 @@ WORKERS = 4
 STREAMS = 24
 
 
+#: The worker classes the sums are checked under: gunicorn's gevent worker, and gevent-websocket's (issue 22).
+WORKER_CLASSES = ["gevent", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"]
+
+
 class Deployment:
-    def __init__(self, tmp_path: Path, redis_server: RedisServer, **env: str) -> None:
+    def __init__(self, tmp_path: Path, redis_server: RedisServer, worker_class: str = "gevent", **env: str) -> None:
         self.port = free_port()
         files = tmp_path / "prometheus"
         files.mkdir()
         command = [
-            PYTHON, "-m", "gunicorn", "-c", "tests/apps/gunicorn_metrics.py", "-w", str(WORKERS),
+            PYTHON, "-m", "gunicorn", "-c", "tests/apps/gunicorn_metrics.py", "-k", worker_class, "-w", str(WORKERS),
             "--no-control-socket", "-b", f"127.0.0.1:{self.port}", "tests.apps.metrics_app:create_app()",
         ]  # fmt: skip
         env = {"SSE_REDIS_URL": redis_server.url, "PROMETHEUS_MULTIPROC_DIR": str(files), **env}
@@ -164,10 +168,10 @@ class Deployment:
         wait_until(all_answered, 30, what=f"all {WORKERS} workers to answer /info")
 
 
-@pytest.fixture
-def deployment(tmp_path) -> Iterator[Deployment]:
+@pytest.fixture(params=WORKER_CLASSES)
+def deployment(tmp_path, request) -> Iterator[Deployment]:
     redis_server = RedisServer(tmp_path)
-    running = Deployment(tmp_path, redis_server)
+    running = Deployment(tmp_path, redis_server, request.param)
     yield running
     running.server.stop()
     redis_server.stop()

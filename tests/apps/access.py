@@ -14,6 +14,7 @@ token's ``exp``); no ``user``: refused. And:
   ``count_streams()``, ``count_streams_by_channel()``, this process's open
   streams, and ``count_streams(channel)``.
 - ``GET /info``: this process's pid.
+- ``GET /ws-page?user=<name>&channel=<channel>``: the same on the WebSocket client (``tests/apps/ws_page.py``).
 - ``GET /page?user=<name>&channel=<channel>``: a page whose ``EventSource``
   is ``window.source``, with what it received in ``window.received``.
 
@@ -32,6 +33,7 @@ import redis
 from flask import Flask, Response, jsonify, request
 
 from flask_sse_stream import SSE, Admission
+from tests.apps.ws_page import page as ws_page_html
 
 BANNED = "tests:banned"
 PAGE = """<!doctype html>
@@ -109,6 +111,10 @@ def create_app() -> Flask:
     @app.get("/info")
     def info() -> Any:
         return jsonify(pid=os.getpid())
+
+    @app.get("/ws-page")
+    def ws_page() -> Any:
+        return ws_page_html(f"/stream?user={request.args['user']}&channel={request.args.get('channel', 'sse')}")
 
     @app.get("/page")
     def page() -> Any:

@@ -10,8 +10,11 @@
   in the same turn of the event loop, right after the send.
 - ``POST /burst?n=5``: sends ``n`` events (``burst 0`` …) in this one request,
   back to back, never yielding between them; answers ``{"ids": [...]}``.
+- ``GET /ws-page?channel=``: a page on the WebSocket client (``tests/apps/ws_page.py``).
 - ``GET /info``: what the process runs under (``patched``: is ``socket``
-  monkey-patched), its pid and the number of open streams.
+  monkey-patched), its pid, the number of open streams, how many are of
+  ``?channel=`` (``of_channel``) and how many of those write to their
+  sockets directly (``direct``), and whether gevent-websocket is imported.
 
 Every response, the streams' too, carries ``X-Worker: <pid>``, so a test knows
 which worker of a gunicorn served it. When the backend cannot reach its store
@@ -19,8 +22,8 @@ which worker of a gunicorn served it. When the backend cannot reach its store
 ``/burst`` answer ``503`` with ``{"error": "<what happened>"}``.
 
 The environment variables ``SSE_REDIS_URL``, ``SSE_REDIS_PREFIX`` and
-``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds) and ``SSE_METRICS_CHANNELS``, when set,
-configure the extension.
+``SSE_KEEPALIVE`` and ``SSE_RECONNECT_SPREAD`` (seconds), ``SSE_METRICS_CHANNELS``, ``SSE_QUEUE_SIZE`` and
+``SSE_MAX_CONNECTIONS_PER_CLIENT``, ``SSE_DIRECT_WRITES`` (``0``/``1``), when set, configure the extension.
 With ``SLOW_LOG_MS``, the library's log records (its debug ones too) go to a
 handler that holds the process that long for each, as a synchronous handler
 writing to a slow disk or socket would.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from typing import Any
 
 import gevent
@@ -38,6 +42,8 @@ import gevent.monkey
 from flask import Flask, Response, current_app, jsonify, request
 
 from flask_sse_stream import SSE
+from tests.apps.ws_page import page as ws_page_html
+from tests.support.internals import streams_of
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -65,8 +71,11 @@ def create_app() -> Flask:
     for key in ("SSE_KEEPALIVE", "SSE_RECONNECT_SPREAD"):
         if os.environ.get(key):
             app.config[key] = float(os.environ[key])
-    if os.environ.get("SSE_METRICS_CHANNELS"):
-        app.config["SSE_METRICS_CHANNELS"] = int(os.environ["SSE_METRICS_CHANNELS"])
+    for key in ("SSE_METRICS_CHANNELS", "SSE_QUEUE_SIZE", "SSE_MAX_CONNECTIONS_PER_CLIENT"):
+        if os.environ.get(key):
+            app.config[key] = int(os.environ[key])
+    if os.environ.get("SSE_DIRECT_WRITES"):
+        app.config["SSE_DIRECT_WRITES"] = os.environ["SSE_DIRECT_WRITES"].lower() in _TRUE
     SSE(app)
     if os.environ.get("SLOW_LOG_MS"):
         _log_slowly(float(os.environ["SLOW_LOG_MS"]) / 1000)
@@ -109,13 +118,24 @@ def create_app() -> Flask:
         ids = [send(data=f"burst {i}", id=with_id, channel=channel) for i in range(count)]
         return jsonify(ids=ids)
 
+    @app.get("/ws-page")
+    def ws_page() -> Any:
+        return ws_page_html(f"/stream?channel={request.args.get('channel', 'sse')}")
+
     @app.get("/info")
     def info() -> Any:
+        streams = streams_of(current_app._get_current_object())  # type: ignore[attr-defined]
+        of_channel = [
+            stream for stream in streams if request.args.get("channel", stream.channels[0]) in stream.channels
+        ]
         return jsonify(
             patched=gevent.monkey.is_module_patched("socket"),
             pid=os.getpid(),
             streams=len(current_app.sse.connections),  # type: ignore[attr-defined]
             server=request.environ.get("SERVER_SOFTWARE"),
+            geventwebsocket="geventwebsocket" in sys.modules,
+            direct=sum(stream.writer is not None for stream in of_channel),
+            of_channel=len(of_channel),
         )
 
     return app

@@ -44,7 +44,12 @@ class Gunicorn:
     """
 
     def __init__(
-        self, log: Path, redis_server: RedisServer | None, app: str = "tests.apps.basic:create_app()", **env: str
+        self,
+        log: Path,
+        redis_server: RedisServer | None,
+        app: str = "tests.apps.basic:create_app()",
+        worker_class: str = "gevent",
+        **env: str,
     ) -> None:
         self.port = free_port()
         self.redis = redis_server
@@ -52,7 +57,7 @@ class Gunicorn:
         if redis_server is not None:
             env["SSE_REDIS_URL"] = redis_server.url
         command = [
-            PYTHON, "-m", "gunicorn", "-k", "gevent", "-w", str(WORKERS), "--worker-connections", "1000",
+            PYTHON, "-m", "gunicorn", "-k", worker_class, "-w", str(WORKERS), "--worker-connections", "1000",
             "--graceful-timeout", str(GRACEFUL_TIMEOUT), "--no-control-socket", "-b", f"127.0.0.1:{self.port}",
             app,
         ]  # fmt: skip
