@@ -167,23 +167,21 @@ class Fanout:
                 stream.push(event, thread)
 
     def reset_in_band(
-        self, streams: Iterable[Stream], facts: StoreFacts, read: Sequence[str], reset: Event, keeps_history: bool,
-        read_at: float,
-    ) -> set[Stream]:  # fmt: skip
+        self, streams: Iterable[Stream], facts: StoreFacts, read: Sequence[str], reset: Event, keeps_history: bool
+    ) -> set[Stream]:
         """Tell ``streams``, which may have missed events, on their own connections; those told.
 
         Each gets the reset event, then the whole store of its channels (from
-        ``facts``, a read of ``read`` begun at ``read_at``), then live events:
-        what its client would get if it came back, without coming back. One
-        this cannot tell (no store, or a channel the read lacks) ends, and its
-        client resumes. A stream whose own replay was decided after that read
-        began (or is not yet) has a store as new: it is left alone.
+        ``facts``, a read of ``read``), then live events: what its client would
+        get if it came back, without coming back. One this cannot tell (no
+        store, or a channel the read lacks) ends, and its client resumes. A
+        stream whose own read came later is told too (it cannot be told apart
+        from one whose read came before and ended later): it gets one reset
+        more, and misses nothing, as the restart's ``upto`` is kept.
         """
         plans: dict[tuple[str, ...], ReplayPlan | None] = {}
         told = set()
         for stream in streams:
-            if stream.opened_at >= read_at:
-                continue
             if stream.channels not in plans:
                 plans[stream.channels] = in_band(facts, read, stream.channels, keeps_history)
             plan = plans[stream.channels]

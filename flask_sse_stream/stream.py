@@ -58,7 +58,7 @@ class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
         "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
-        "writer", "counters", "writes", "in_write", "opened_at", "client", "ending",
+        "writer", "counters", "writes", "in_write", "client", "ending",
     )  # fmt: skip
 
     def __init__(
@@ -107,9 +107,8 @@ class Stream:
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
-        #: The client has every id'd event up to this id (its replay): queued copies are dropped; and when its
-        #: replay was decided (``time.monotonic()``, inf until then): a recovery that read before keeps off it.
-        self.upto, self.opened_at = 0, float("inf")
+        #: The client has every id'd event up to this id (its replay): queued copies are dropped.
+        self.upto = 0
         #: Direct writes to its socket, under gevent (see socket_writer).
         self.writer: Writer | None = None
         self.counters = counters or Counters()
@@ -118,17 +117,19 @@ class Stream:
         #: ``"ended"`` (end_streams) or ``"expired"`` once so ended: its client must be authorized again.
         self.ending: str | None = None
 
+    queue_size = property(lambda self: self._limit)
+
     def __repr__(self) -> str:
         return f"<Stream channels={self.channels!r} remote_addr={self.remote_addr!r}>"
-
-    queue_size = property(lambda self: self._limit)
 
     def info(self) -> StreamInfo:
         return StreamInfo(self.channels, self.remote_addr, self.started_at)
 
     def replayed(self, upto: int) -> None:
-        """The client has every id'd event up to ``upto``: drop queued or later copies of them."""
-        self.upto, self.opened_at = upto, time.monotonic()
+        """The client has every id'd event up to ``upto``: drop queued or later copies of them; unless told
+        in-band while its read was in flight (:meth:`restart`): after that reset it needs all past its store."""
+        if self.resumed is None:
+            self.upto = upto
 
     def push(self, event: Event, thread: int) -> None:
         """Queue ``event``; from any greenlet or thread (``thread``: the sender's), never blocks."""
@@ -226,9 +227,7 @@ class Stream:
 
     def restart(self, first: list[Event], upto: int) -> None:
         """Serve ``first`` (the reset event, the store) in-band, after what is queued; from the listener's thread.
-
-        Events queued later with an id up to ``upto`` are copies of ``first``'s: dropped.
-        """
+        Events queued later with an id up to ``upto`` are copies of ``first``'s: dropped."""
         pending, old = self.pending, self.upto
         queued = []
         while pending:  # popleft is atomic: an event the writer takes meanwhile is written before these

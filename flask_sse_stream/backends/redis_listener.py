@@ -122,7 +122,6 @@ class Listener(Runner):
         channels = held if backend.channels is not None else self._fanout.channels()
         marker = os.urandom(8).hex()
         seen = backend.counter.seen  # before the read: what this process sends meanwhile is in it or after it
-        read_at = time.monotonic()
         facts, seqs = backend.read(channels, marker)
         backend.endings.catch_up()
         # If Redis lost data, the counter goes past what was given.
@@ -133,7 +132,7 @@ class Listener(Runner):
         told, url = ended and backend.max_history > 0, backend.connections.url
         if told:
             log.warning("Redis at %s lost data: open streams get the reset event and the store", url)
-            self._fanout.reset_in_band(self._fanout.streams(), facts, channels, self._reset, True, read_at)
+            self._fanout.reset_in_band(self._fanout.streams(), facts, channels, self._reset, True)
         elif ended:  # nothing stored: no reset event can be sent, the streams end
             log.warning("Redis at %s lost data: open streams end and resume", url)
             self._fanout.end_all_streams()
@@ -156,7 +155,6 @@ class Listener(Runner):
             marker.encode(), facts.last_id, covered, backend.max_history > 0,
             before=dict(self._seq) if check else {}, at_read=dict(zip(channels, seqs.now, strict=True)),
             due=time.monotonic() + MARKER_WAIT, catch_up=catch_up, facts=facts, read=tuple(channels), told=told,
-            read_at=read_at,
         )  # fmt: skip
         self._recovered, self._lost_logged = True, False
         self._handled_lost = max(self._handled_lost, lost)
@@ -275,8 +273,7 @@ class Listener(Runner):
             log.warning("events of %s were sent while the Redis subscription was down: their streams are reset",
                         ", ".join(sorted(missed_something)))  # fmt: skip
             streams = [stream for stream in self._fanout.streams() if not missed_something.isdisjoint(stream.channels)]
-            keeps, read_at = window.keeps_history, window.read_at
-            told = self._fanout.reset_in_band(streams, window.facts, window.read, self._reset, keeps, read_at)
+            told = self._fanout.reset_in_band(streams, window.facts, window.read, self._reset, window.keeps_history)
         for channel, event, seq in items:
             if channel in self._seq and seq > self._seq[channel]:
                 self._seq[channel] = seq

@@ -60,8 +60,6 @@ class Window:
     #: The read, and its channels: what streams that missed something are told in-band.
     facts: StoreFacts | None = None
     read: tuple[str, ...] = ()
-    #: When the read began (``time.monotonic()``): streams whose replay was decided later need no telling.
-    read_at: float = 0.0
     #: Every open stream was told in-band (Redis lost data): what came before the marker is theirs already.
     told: bool = False
 
