@@ -250,8 +250,9 @@ class Fanout:
         self.close(self.streams())
 
 
-#: Looks at the streams ended together for those stuck in a write (every :data:`GRACE` seconds).
-MAX_LOOKS = 40
+#: Looks at the streams ended together for those stuck in a write (every :data:`GRACE` seconds); at the
+#: last, every one still unfinished is cut.
+MAX_LOOKS = 20
 
 
 def end_gracefully(streams: list[Stream]) -> None:

@@ -59,7 +59,11 @@ class StreamBody(Iterator[bytes]):
     def __next__(self) -> bytes:
         stream = self._stream
         stream.in_write = False  # the server wrote the last item
-        data = self._next()
+        try:
+            data = self._next()
+        except StopIteration:
+            stream.in_write = True  # the server writes the end of the response now
+            raise
         self._counters.bytes_written += len(data)
         stream.writes += 1
         stream.in_write = True
