@@ -140,18 +140,24 @@ class StreamBody(Iterator[bytes]):
         if self._unwatch is not None:
             self._unwatch()  # before the server closes (or reuses) the socket
         stream = self._stream
-        stream.finished = True
-        self._ended(stream)
-        stream.close()
-        channels = ", ".join(stream.channels)
-        if stream.too_slow:
-            log.info("disconnected a stream of %s from %s: more than %d events behind",
-                     channels, stream.remote_addr, stream.queue_size)  # fmt: skip
-        log.debug("closed a stream of %s for %s", channels, stream.remote_addr)
+        finished(stream, self._ended)
         if stream.hangup:
             # The server has written the end of the response by now (WSGI
             # calls close() last): end the connection too.
             stream.shutdown_socket()
+
+
+def finished(stream: Stream, ended: Callable[[Stream], None], what: str = "stream") -> None:
+    """``stream``'s response has ended: it leaves the fan-out (``ended``), and its end is logged (a slow
+    client's cut at info: the log is not written under the senders' feet, a handler may block)."""
+    stream.finished = True
+    ended(stream)
+    stream.close()
+    channels = ", ".join(stream.channels)
+    if stream.too_slow:
+        log.info("disconnected a %s of %s from %s: more than %d events behind",
+                 what, channels, stream.remote_addr, stream.queue_size)  # fmt: skip
+    log.debug("closed a %s of %s for %s", what, channels, stream.remote_addr)
 
 
 class Hangup(Iterator[bytes]):

@@ -13,7 +13,6 @@ for SSE, or direct writes); one reads the client's frames once it sends any.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ import gevent.lock
 
 from .event import Event
 from .stream import GRACE, Stream
+from .stream_body import finished
 from .ws_frames import (
     BINARY,
     CLOSE,
@@ -40,8 +40,6 @@ from .ws_frames import (
     read_frame,
 )
 from .ws_writer import FrameWriter, direct
-
-log = logging.getLogger("flask_sse_stream")
 
 #: Close codes, and what a client does on each (docs/websocket.rst).
 RESTART = 1012  # the server ends the stream (shutdown, a planned end): resume
@@ -272,13 +270,6 @@ class Session(Iterator[bytes]):
 
     def _finish(self) -> None:
         stream = self._stream
-        stream.finished = True
         self._connection.release()
         stream.counters.bytes_written += self._connection.written
-        self._ended(stream)
-        stream.close()
-        channels = ", ".join(stream.channels)
-        if stream.too_slow:
-            log.info("disconnected a WebSocket stream of %s from %s: more than %d events behind",
-                     channels, stream.remote_addr, stream.queue_size)  # fmt: skip
-        log.debug("closed a WebSocket stream of %s for %s", channels, stream.remote_addr)
+        finished(stream, self._ended, "WebSocket stream")
