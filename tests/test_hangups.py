@@ -14,38 +14,21 @@ from __future__ import annotations
 import socket
 import ssl
 import struct
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from flask import Flask
-from werkzeug.serving import make_server
 
 from flask_sse_stream import SSE, start_sse_tcp_port
 from flask_sse_stream.hangups import departed
 from tests.support.browser import load, new_page, wait_open, wait_received
 from tests.support.client import StreamClient
-from tests.support.servers import free_port
+from tests.support.servers import WerkzeugServer
 from tests.support.waiting import wait_until
 
 #: Seconds within which a departed client's stream must be gone.
 FREED_WITHIN = 1.0
-
-
-class WerkzeugServer:
-    """``app`` on werkzeug's threaded development server (``flask run``), in a thread of this process."""
-
-    def __init__(self, app: Flask) -> None:
-        self.port = free_port()
-        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(5)
 
 
 @pytest.fixture(params=["gevent", "werkzeug", "standalone"])

@@ -10,34 +10,18 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
-from werkzeug.serving import make_server
 
-from tests.support.servers import free_port
+from tests.support.servers import WerkzeugServer
 
 TOKEN = "publish-token-0123456789"
 #: Seconds the publish endpoint waits for a body in these tests (SSE_PUBLISH_TIMEOUT).
 TIMEOUT = 0.5
-
-
-class WerkzeugServer:
-    """``app`` on werkzeug's threaded development server, in a thread of this process."""
-
-    def __init__(self, app: Flask) -> None:
-        self.port = free_port()
-        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._thread.join(5)
 
 
 @pytest.fixture(params=["gevent", "werkzeug"])

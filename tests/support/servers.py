@@ -24,6 +24,7 @@ import gevent
 import gevent.event
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIServer
+from werkzeug.serving import make_server
 
 from flask_sse_stream.concurrency import wait_serving
 
@@ -101,6 +102,20 @@ class ThreadServer:
 
     def stop(self) -> None:
         self._control["loop"].run_callback_threadsafe(self._control["stopping"].set)
+        self._thread.join(5)
+
+
+class WerkzeugServer:
+    """``app`` on werkzeug's threaded development server (``flask run``), in a thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        self.port = free_port()
+        self._server = make_server("127.0.0.1", self.port, app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
         self._thread.join(5)
 
 
