@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from flask_sse_stream.core import core_of
 from tests.support.chunked import dechunk, read_to_the_end
 from tests.support.client import StreamClient
 from tests.support.redis_server import RedisServer
 from tests.support.streams import until_end
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture(params=["in-process", "redis"])
@@ -40,6 +42,10 @@ def test_streams_opening_one_after_another_share_one_read_until_an_event_comes(
     port = serve(app).port
     ids = [sse.send_new_event(data=f"stored {n}", id=True, channel="news") for n in range(3)]
     expected = [(id, f"stored {n}") for n, id in enumerate(ids)]
+    if config:  # a read is kept only once the subscription has caught up (its first marker came back)
+        listener = core_of(app).backend.listener()  # type: ignore[attr-defined]
+        listener.wait_subscribed()
+        wait_until(lambda: listener.view(("news",)) is not None, what="the subscription's first catch-up")
     first = client_for(port, "/stream?channel=news")
     assert [(m.id, m.data) for m in first.events(3)] == expected
     reads = sse.stats["store_reads"]
