@@ -26,6 +26,9 @@ from ..replay import StoreFacts
 
 #: Checkpoints of (time, id) kept over the tombstones' lifetime, to tell which ids are that old.
 CHECKPOINTS = 32
+#: The per-channel dicts are rebuilt once fewer than an eighth of their most channels are left,
+#: if they ever held more than this many (a dict of a thousand channels keeps ~40 KB, emptied).
+COMPACT_ABOVE = 64
 
 
 class MemoryBackend:
@@ -184,7 +187,7 @@ class MemoryBackend:
         """Rebuild the per-channel dicts once most of their channels are gone: a dict never shrinks."""
         held = len(self._stores) + len(self._tombstones)
         self._peak = max(self._peak, held)
-        if self._peak > 1024 and held < self._peak // 8:
+        if self._peak > COMPACT_ABOVE and held < self._peak // 8:
             self._stores, self._gone = dict(self._stores), dict(self._gone)
             self._last_stored, self._tombstones = OrderedDict(self._last_stored), OrderedDict(self._tombstones)
             self._peak = held
