@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,25 @@ def test_an_ending_that_comes_twice_ends_only_the_streams_open_when_it_first_cam
     core_of(app).backend.endings.on_message(stored)  # what the catch-up of a subscription that came back reads
     sse.send_new_event(data="still open", id=True)
     assert again.next_event().data == "still open"
+    elsewhere.close()
+
+
+def test_a_first_subscription_dates_each_ending_no_earlier_than_it_was_made(redis_server, make_app) -> None:
+    # A worker subscribing for the first time takes the endings of the last
+    # minute, each dated from Redis's clock (milliseconds): rounded against the
+    # ending, a stream whose authorization began a fraction of a millisecond
+    # before the ending was made would open anyway (test_access's cold-worker
+    # test failed so, about one run in ten on a loaded machine).
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url)
+    other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
+    core = core_of(app)
+    for n in range(200):
+        before = time.monotonic()  # a stream's authorization begins
+        elsewhere.end_streams(subject=f"user-{n}")
+        core.backend.endings.seen = -1  # as in a worker that has never subscribed
+        core.backend.endings.catch_up()
+        (arrived,) = [at for at, ending in core.fanout._endings if ending.subject == f"user-{n}"]
+        assert arrived >= before, f"ending {n} dated {(before - arrived) * 1000:.3f} ms before it was made"
     elsewhere.close()
 
 

@@ -87,7 +87,10 @@ class Endings:
         if known < 0:
             self.seen = 0
             for entry in reversed(entries):
-                age = (int(now_ms) - int(entry.split(b" ", 2)[1].partition(b"@")[2] or 0)) / 1000
+                # Both stamps are whole milliseconds: the age taken 1 ms short, so that an ending
+                # is never dated before it was made (a stream authorized just before it would open).
+                made_ms = int(entry.split(b" ", 2)[1].partition(b"@")[2] or 0)
+                age = max(int(now_ms) - made_ms - 1, 0) / 1000
                 if age <= REMEMBER_ENDINGS:
                     self.on_message(entry, now - age)
             self.seen = seq
