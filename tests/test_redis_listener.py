@@ -248,6 +248,40 @@ def test_an_ending_that_comes_twice_ends_only_the_streams_open_when_it_first_cam
     elsewhere.close()
 
 
+def test_endings_restored_from_an_older_snapshot_do_not_end_streams_authorized_after_them(
+    redis_server, serve, client_for, make_app
+) -> None:
+    # Redis came back from a snapshot taken between two endings: its count of
+    # endings is below what this worker has seen, so its catch-up reads every
+    # ending Redis holds. Those it had acted on already must not end the
+    # streams authorized since (since data loss ends no stream, this was the
+    # one way a restore still ended them: the checker, seed 657326773).
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url)
+    other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
+
+    @sse.authorize
+    def admit(channel: str) -> object:
+        return Admission(subject="alice")
+
+    port = serve(app).port
+    first = client_for(port)
+    assert first.status == 200
+    elsewhere.end_streams(subject="alice")
+    first.wait_closed(10)
+    again = client_for(port)  # authorized after the ending
+    assert again.status == 200
+    elsewhere.end_streams(subject="bob")
+    wait_until(lambda: core_of(app).backend.endings.seen == 2, what="the second ending to reach the worker")
+    with redis_server.client() as direct:
+        # As a snapshot taken between the two endings holds them.
+        direct.set("{sse}:ending", 1)
+        direct.lpop("{sse}:endings")
+        direct.client_kill_filter(_type="pubsub")
+    wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
+    assert [m.data for m in until_end(again, sse)] == []  # still open
+    elsewhere.close()
+
+
 def test_a_first_subscription_dates_each_ending_no_earlier_than_it_was_made(redis_server, make_app) -> None:
     # A worker subscribing for the first time takes the endings of the last
     # minute, each dated from Redis's clock (milliseconds): rounded against the

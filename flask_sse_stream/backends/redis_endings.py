@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from ..access import Ending
@@ -44,6 +45,9 @@ class Endings:
         self._read = connections.client.register_script(redis_scripts.ENDINGS)
         #: The last ending this process's subscription has seen (-1: none read yet).
         self.seen = -1
+        #: The latest endings taken (``<seq> <origin>@<ms>``): a copy of Redis from before some of them
+        #: (an older snapshot) still holds them, and they must not end streams authorized since.
+        self._taken: OrderedDict[bytes, None] = OrderedDict()
         self._pid = 0
         self._origin = ""
 
@@ -70,35 +74,41 @@ class Endings:
         authorized in between for nothing.
         """
         seq, origin, data = value.split(b" ", 2)
-        number = int(seq)
-        if number <= self.seen:
+        number, taken = int(seq), seq + b" " + origin  # the sender and Redis's time tell it apart
+        if number <= self.seen or taken in self._taken:
             return
         self.seen = number
+        self._taken[taken] = None
+        if len(self._taken) > KEPT:
+            self._taken.popitem(last=False)
         if origin.partition(b"@")[0].decode() != self.origin:
             self._fanout.end(Ending.decode(data), arrived)
 
     def catch_up(self) -> None:
-        """Subscribed (again): end what the endings sent meanwhile match; the first time, those of the last minute."""
+        """Subscribed (again): end what the endings sent meanwhile match; the first time, those of the last minute.
+
+        After Redis lost data (its count went back: an older snapshot), it
+        holds endings this process took already (skipped) beside new ones,
+        each dated from when Redis took it.
+        """
         known = self.seen
         seq, entries, now_ms = self._connections.call(
             "read the endings", lambda: self._read(keys=self._keys, args=[max(known, 0)])
         )
         seq, now = int(seq), time.monotonic()  # now: no earlier than when Redis read its clock
-        if known < 0:
+        if known < 0 or seq < known:
             self.seen = 0
             for entry in reversed(entries):
                 # Both stamps are whole milliseconds: the age taken 1 ms short, so that an ending
                 # is never dated before it was made (a stream authorized just before it would open).
                 made_ms = int(entry.split(b" ", 2)[1].partition(b"@")[2] or 0)
                 age = max(int(now_ms) - made_ms - 1, 0) / 1000
-                if age <= REMEMBER_ENDINGS:
+                if known >= 0 or age <= REMEMBER_ENDINGS:
                     self.on_message(entry, now - age)
             self.seen = seq
             return
         if seq == known:
             return
-        if seq < known:
-            known = self.seen = 0  # Redis lost its data (and every stream ends for that): all it holds is new
         if seq - known > len(entries):
             log.warning("missed more than %d end_streams calls while resubscribing: every stream ends", KEPT)
             self._fanout.end_all_streams()
