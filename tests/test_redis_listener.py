@@ -220,12 +220,9 @@ def test_a_subscription_that_receives_nothing_after_subscribing_is_made_again(
     assert got == ["after"], got
 
 
-def test_an_ending_that_comes_twice_ends_only_the_streams_open_when_it_first_came(
-    redis_server, make_app, serve, client_for
-) -> None:
-    # A subscription that comes back reads the endings it missed, and may receive
-    # the same ending on the subscription too: a stream authorized in between
-    # (the client came back at once) must not end for it a second time.
+def authorized_after_an_ending(redis_server, make_app, serve, client_for) -> tuple[Flask, SSE, tuple[Flask, SSE], Any]:
+    """A worker's stream of subject alice, authorized after an ending of alice sent by another worker
+    (which ended the worker's first stream): the app, its SSE, the other worker (app, SSE), the stream."""
     app, sse = make_app(SSE_REDIS_URL=redis_server.url)
     other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
 
@@ -240,6 +237,16 @@ def test_an_ending_that_comes_twice_ends_only_the_streams_open_when_it_first_cam
     first.wait_closed(10)
     again = client_for(port)
     assert again.status == 200
+    return app, sse, (other_app, elsewhere), again
+
+
+def test_an_ending_that_comes_twice_ends_only_the_streams_open_when_it_first_came(
+    redis_server, make_app, serve, client_for
+) -> None:
+    # A subscription that comes back reads the endings it missed, and may receive
+    # the same ending on the subscription too: a stream authorized in between
+    # (the client came back at once) must not end for it a second time.
+    app, sse, (other_app, elsewhere), again = authorized_after_an_ending(redis_server, make_app, serve, client_for)
     with redis_server.client() as direct:
         (stored,) = direct.lrange("{sse}:endings", 0, -1)
     core_of(app).backend.endings.on_message(stored)  # what the catch-up of a subscription that came back reads
@@ -256,20 +263,7 @@ def test_endings_restored_from_an_older_snapshot_do_not_end_streams_authorized_a
     # ending Redis holds. Those it had acted on already must not end the
     # streams authorized since (since data loss ends no stream, this was the
     # one way a restore still ended them: the checker, seed 657326773).
-    app, sse = make_app(SSE_REDIS_URL=redis_server.url)
-    other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
-
-    @sse.authorize
-    def admit(channel: str) -> object:
-        return Admission(subject="alice")
-
-    port = serve(app).port
-    first = client_for(port)
-    assert first.status == 200
-    elsewhere.end_streams(subject="alice")
-    first.wait_closed(10)
-    again = client_for(port)  # authorized after the ending
-    assert again.status == 200
+    app, sse, (other_app, elsewhere), again = authorized_after_an_ending(redis_server, make_app, serve, client_for)
     elsewhere.end_streams(subject="bob")
     wait_until(lambda: core_of(app).backend.endings.seen == 2, what="the second ending to reach the worker")
     with redis_server.client() as direct:
