@@ -59,7 +59,7 @@ class DirectWriter:
         if not self.idle or stream.closed:
             return  # the writer is busy writing: it takes the rest itself
         pending = stream.pending
-        if len(pending) == 1 and not stream.upto and stream.resumed is None:
+        if len(pending) == 1 and not stream.sifting and stream.resumed is None:
             # The common case: one event, framed once for all the streams of this flush.
             try:
                 event = pending.popleft()

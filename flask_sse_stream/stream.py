@@ -58,7 +58,7 @@ class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
         "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
-        "writer", "counters", "writes", "in_write", "client", "ending",
+        "sifting", "writer", "counters", "writes", "in_write", "client", "ending",
     )  # fmt: skip
 
     def __init__(
@@ -107,8 +107,10 @@ class Stream:
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
-        #: The client has every id'd event up to this id (its replay): queued copies are dropped.
+        #: The client has every id'd event up to this id (its replay): copies are dropped, whenever they come.
         self.upto = 0
+        #: Whether what is queued may hold such copies (queued before ``upto`` was known): :meth:`drain` sifts.
+        self.sifting = False
         #: Direct writes to its socket, under gevent (see socket_writer).
         self.writer: Writer | None = None
         self.counters = counters or Counters()
@@ -130,6 +132,7 @@ class Stream:
         in-band while its read was in flight (:meth:`restart`): after that reset it needs all past its store."""
         if self.resumed is None:
             self.upto = upto
+            self.sifting = upto > 0
 
     def push(self, event: Event, thread: int) -> None:
         """Queue ``event``; from any greenlet or thread (``thread``: the sender's), never blocks."""
@@ -218,11 +221,13 @@ class Stream:
             size += len(event.frame)
             if size >= PIECE:
                 break
-        if self.upto and events:
+        if self.sifting and events:
             upto = self.upto
             events = [event for event in events if event.id is None or event.id > upto]
             if any(event.id is not None for event in events):
-                self.upto = 0
+                # What was queued before the replay came in id order: its copies are behind. A later
+                # copy (a subscription's late one) is still dropped, by push(): ``upto`` stays.
+                self.sifting = False
         return events
 
     def restart(self, first: list[Event], upto: int) -> None:
@@ -235,7 +240,7 @@ class Stream:
             if not old or event.id is None or event.id > old:
                 queued.append(event)
         self.resumed = deque(queued + first)
-        self.upto = upto
+        self.upto, self.sifting = upto, upto > 0
         if (writer := self.writer) is not None and thread_ident() == writer.thread:
             if not writer.dirty:
                 writer.dirty = True

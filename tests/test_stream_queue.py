@@ -65,3 +65,37 @@ def test_slow_streams_cut_by_a_sender_of_another_thread_end_and_the_server_serve
     sse.send_new_event(data="still serving", channel="other")
     assert reader.next_event(5).data == "still serving"
     assert sse.stats["slow_clients_dropped"] == 30
+
+
+def with_id(number: int):
+    return new_event(f"e{number}", None, None, json.dumps).with_id(number)
+
+
+def written_ids(stream: Stream) -> list[int | None]:
+    return [event.id for event in stream.drain()]
+
+
+def test_a_copy_of_a_replayed_event_queued_after_a_live_one_is_written_once() -> None:
+    # Checker seed 863795293 (redis): a replay up to id 7, a live event 9 written, then the
+    # subscription's copy of 7 came late; it was written a second time.
+    stream = Stream(("sse",), None, queue_size=100)
+    stream.push(with_id(6), 0)  # subscribed before the read: copies of what the replay has
+    stream.replayed(7)
+    stream.push(with_id(7), 0)
+    stream.push(with_id(9), 0)
+    assert written_ids(stream) == [9]
+    stream.push(with_id(7), 0)
+    stream.push(with_id(10), 0)
+    assert written_ids(stream) == [10]
+
+
+def test_a_late_copy_of_a_replayed_event_is_not_written_ahead_of_an_in_band_reset() -> None:
+    stream = Stream(("sse",), None, queue_size=100)
+    stream.replayed(7)
+    stream.push(with_id(9), 0)
+    assert written_ids(stream) == [9]
+    stream.push(with_id(7), 0)
+    stream.push(with_id(11), 0)
+    reset = new_event("reset", "sse-reset", None, json.dumps)
+    stream.restart([reset, with_id(12)], 12)
+    assert written_ids(stream) == [11, None, 12]
