@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 
 from flask_sse_stream import SSE, Admission
+from flask_sse_stream.access import Ending
 from flask_sse_stream.backends import redis_listener
 from flask_sse_stream.core import core_of
 from tests.support.internals import streams_of
@@ -273,6 +274,34 @@ def test_endings_restored_from_an_older_snapshot_do_not_end_streams_authorized_a
         direct.client_kill_filter(_type="pubsub")
     wait_until(lambda: sse.stats["redis_reconnects"] == 1, what="the subscription to be made again")
     assert [m.data for m in until_end(again, sse)] == []  # still open
+    elsewhere.close()
+
+
+def test_an_ending_made_after_redis_came_back_empty_ends_its_streams_when_its_count_matches_the_old_one(
+    redis_server, make_app, serve, client_for
+) -> None:
+    # Checker seed 467870454: Redis restarted empty, and the first ending made
+    # there got the count this worker had seen before (1); its catch-up took the
+    # equal count for "nothing new", and a stream of that channel stayed open.
+    app, sse = make_app(SSE_REDIS_URL=redis_server.url)
+    other_app, elsewhere = make_app(SSE_REDIS_URL=redis_server.url)
+
+    @sse.authorize
+    def admit(channel: str) -> object:
+        return Admission(subject="alice")
+
+    stream = client_for(serve(app).port)
+    assert stream.status == 200
+    elsewhere.end_streams(subject="bob")
+    wait_until(lambda: core_of(app).backend.endings.seen == 1, what="the first ending to reach the worker")
+    with redis_server.client() as direct:
+        # As Redis that came back empty, then took an ending of alice while this worker was away.
+        direct.delete("{sse}:ending", "{sse}:endings")
+        seconds, micros = direct.time()
+        made = f"{direct.incr('{sse}:ending')} elsewhere@{seconds * 1000 + micros // 1000} "
+        direct.lpush("{sse}:endings", made.encode() + Ending(subject="alice").encode())
+        direct.client_kill_filter(_type="pubsub")
+    stream.wait_closed(10)
     elsewhere.close()
 
 

@@ -48,6 +48,8 @@ class Endings:
         #: The latest endings taken (``<seq> <origin>@<ms>``): a copy of Redis from before some of them
         #: (an older snapshot) still holds them, and they must not end streams authorized since.
         self._taken: OrderedDict[bytes, None] = OrderedDict()
+        #: The ``<seq> <origin>@<ms>`` of the ending ``seen``: whether Redis still holds that one there.
+        self._head = b""
         self._pid = 0
         self._origin = ""
 
@@ -77,7 +79,7 @@ class Endings:
         number, taken = int(seq), seq + b" " + origin  # the sender and Redis's time tell it apart
         if number <= self.seen or taken in self._taken:
             return
-        self.seen = number
+        self.seen, self._head = number, taken
         self._taken[taken] = None
         if len(self._taken) > KEPT:
             self._taken.popitem(last=False)
@@ -91,12 +93,12 @@ class Endings:
         holds endings this process took already (skipped) beside new ones,
         each dated from when Redis took it.
         """
-        known = self.seen
-        seq, entries, now_ms = self._connections.call(
-            "read the endings", lambda: self._read(keys=self._keys, args=[max(known, 0)])
+        known, head = self.seen, self._head
+        seq, entries, now_ms, lost = self._connections.call(
+            "read the endings", lambda: self._read(keys=self._keys, args=[max(known, 0), head])
         )
         seq, now = int(seq), time.monotonic()  # now: no earlier than when Redis read its clock
-        if known < 0 or seq < known:
+        if known < 0 or lost:
             self.seen = 0
             for entry in reversed(entries):
                 # Both stamps are whole milliseconds: the age taken 1 ms short, so that an ending
@@ -106,6 +108,7 @@ class Endings:
                 if known >= 0 or age <= REMEMBER_ENDINGS:
                     self.on_message(entry, now - age)
             self.seen = seq
+            self._head = b" ".join(entries[0].split(b" ", 2)[:2]) if entries else b""
             return
         if seq == known:
             return

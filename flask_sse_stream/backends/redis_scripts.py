@@ -171,16 +171,21 @@ redis.call(ARGV[3], KEYS[3], '\\nend\\n' .. entry)
 return seq
 """
 
-#: The endings after ``known`` (all it holds if the count is below it). KEYS: ending, endings.
-#: ARGV: known. Returns {seq, entries newest first, Redis time in ms}.
+#: The endings after ``known`` (all it holds if Redis lost data). KEYS: ending, endings. ARGV: known, the head
+#: (``<seq> <origin>@<ms>``) of the ending ``known`` as taken, or ''. Returns {seq, entries newest first, Redis
+#: time in ms, 1 if Redis lost data}: its count is below ``known``, or the ending it holds at ``known`` is another
+#: one (Redis came back empty, and took as many endings since).
 ENDINGS = """
 local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-local known = tonumber(ARGV[1])
+local known, head = tonumber(ARGV[1]), ARGV[2]
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-if seq == known then return {seq, {}, now} end
-if seq < known then return {seq, redis.call('LRANGE', KEYS[2], 0, -1), now} end  -- Redis lost data
-return {seq, redis.call('LRANGE', KEYS[2], 0, seq - known - 1), now}
+local at = seq >= known and redis.call('LINDEX', KEYS[2], seq - known)
+if seq < known or (head ~= '' and at and string.sub(at, 1, #head + 1) ~= head .. ' ') then
+  return {seq, redis.call('LRANGE', KEYS[2], 0, -1), now, 1}
+end
+if seq == known then return {seq, {}, now, 0} end
+return {seq, redis.call('LRANGE', KEYS[2], 0, seq - known - 1), now, 0}
 """
 
 #: A process's open streams per channel. KEYS: counts, its counts hash. ARGV: process, ttl_ms,
