@@ -107,10 +107,9 @@ class Stream:
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
-        #: The client has every id'd event up to this id (its replay): copies are dropped, whenever they come.
-        self.upto = 0
-        #: Whether what is queued may hold such copies (queued before ``upto`` was known): :meth:`drain` sifts.
-        self.sifting = False
+        #: The client has every id'd event up to ``upto`` (its replay): copies are dropped, whenever they come;
+        #: ``sifting``: what is queued may hold such copies (queued before ``upto`` was known).
+        self.upto, self.sifting = 0, False
         #: Direct writes to its socket, under gevent (see socket_writer).
         self.writer: Writer | None = None
         self.counters = counters or Counters()
@@ -222,12 +221,9 @@ class Stream:
             if size >= PIECE:
                 break
         if self.sifting and events:
-            upto = self.upto
-            events = [event for event in events if event.id is None or event.id > upto]
+            events = [event for event in events if event.id is None or event.id > self.upto]
             if any(event.id is not None for event in events):
-                # What was queued before the replay came in id order: its copies are behind. A later
-                # copy (a subscription's late one) is still dropped, by push(): ``upto`` stays.
-                self.sifting = False
+                self.sifting = False  # the rest came after the replay, in id order; a late copy: push() drops it
         return events
 
     def restart(self, first: list[Event], upto: int) -> None:
