@@ -1,6 +1,6 @@
 """``python -m checker``: one run against a real deployment, or the checker alone on a kept history.
 
-    python -m checker --deployment redis --seed 7 --seconds 10 [--clients 8] [--keep DIR]
+    python -m checker --deployment redis --seed 7 --seconds 10 [--clients 8] [--server websocket] [--keep DIR]
     python -m checker --recheck DIR/history-redis-7.jsonl
 
 Exit status 0 without violations, 1 with some, 2 when the harness failed.
@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="random when not given (printed)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--server", choices=["gevent", "websocket"], default=None, help="drawn from the seed if unset")
     parser.add_argument("--paths", default=None, help=f"narrow the sender paths (comma-separated: {','.join(PATHS)})")
     parser.add_argument("--faults", default=None, help="narrow the fault kinds (comma-separated; see checker.nemesis)")
     parser.add_argument("--keep", type=Path, default=None, help="write the history here (on a violation)")
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seed {seed}", flush=True)
     paths = args.paths.split(",") if args.paths else None
     faults = args.faults.split(",") if args.faults else None
-    outcome = run(plan(args.deployment, seed, args.seconds, args.clients, paths, faults))
+    outcome = run(plan(args.deployment, seed, args.seconds, args.clients, paths, faults, args.server))
     status = show(outcome.history, outcome.errors)
     if args.keep is not None and (status != 0 or args.keep_always):
         args.keep.mkdir(parents=True, exist_ok=True)

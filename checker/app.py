@@ -2,7 +2,9 @@
 
 ``create_app()`` reads the ``SSE_*`` keys from the environment, adds
 ``X-Worker: <pid>`` to every response (the streams' too) and ``X-Auth-Start``
-to the streams it authorized, admits streams with the authorizer of
+to the streams it authorized (over a WebSocket, whose answer the handler sent
+before the app ran, a first text frame ``{"x-worker", "x-auth-start"}``
+says the same), admits streams with the authorizer of
 :mod:`.app_access`, and serves:
 
 - ``POST /checker/send`` with a JSON body ``{"channel", "via", "data", "id"}``
@@ -22,6 +24,7 @@ and each process samples its gevent hubs into it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -68,6 +71,9 @@ def create_app() -> Flask:
         response.headers["X-Worker"] = str(os.getpid())
         if "auth_start" in g:
             response.headers["X-Auth-Start"] = repr(g.auth_start)
+        ws = request.environ.get("wsgi.websocket")
+        if ws is not None:
+            _name_over(ws)
         return response
 
     @app.post("/checker/send")
@@ -105,6 +111,17 @@ def create_app() -> Flask:
         return jsonify(pid=os.getpid())
 
     return app
+
+
+def _name_over(ws: Any) -> None:
+    """The stream's worker and authorization start, as its first frame: written before the stream's own."""
+    fields: dict[str, object] = {"x-worker": os.getpid()}
+    if "auth_start" in g:
+        fields["x-auth-start"] = repr(g.auth_start)
+    try:
+        ws.send(json.dumps(fields))
+    except Exception:  # noqa: BLE001 - the client is gone: the stream finds out itself
+        pass
 
 
 def _call(via: str, channel: str, data: str, with_id: bool) -> Call:

@@ -41,6 +41,8 @@ WITH_SUBJECT, WITH_EXPIRY, WITH_DELAY = 0.8, 0.25, 0.5
 class Client(threading.Thread):
     #: How a connection that ``stopping`` ends is recorded.
     stopped_as = "end-of-run"
+    #: The stream's transport (``ws_clients.WebSocketClient``: "websocket").
+    transport = "sse"
 
     def __init__(self, name: str, channels: list[str], rng: random.Random, port: int, clock: Clock) -> None:
         super().__init__(name=name, daemon=True)
@@ -64,6 +66,7 @@ class Client(threading.Thread):
         #: (subject, channels) while a request is out and its answer has not come.
         self.pending: tuple[str | None, list[str]] | None = None
         self._last_read = 0.0
+        self._sock: socket.socket | None = None
 
     def stall(self, seconds: float) -> None:
         """Stop reading the current connection for ``seconds`` (the nemesis's slow client)."""
@@ -95,13 +98,14 @@ class Client(threading.Thread):
         record = Connection(
             self.client, len(self.connections), self.channels, self.last_id, via, self.clock(), behaviour
         )
+        record.transport = self.transport
         self.connections.append(record)
         with self._lock:
             self.markers = set()
         reconnect = self.rng.uniform(0.05, 0.2)
         read_for = self.rng.uniform(0.3, 2.5)
         self._admission(record)
-        sock = socket.socket()
+        sock = self._sock = socket.socket()
         if behaviour == "stall":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, STALL_BUFFER)
         sock.settimeout(2.0)
@@ -117,6 +121,7 @@ class Client(threading.Thread):
             record.end = self.clock()
             if record.opened is not None and time.monotonic() - self._last_read >= GAP:
                 record.gaps.append([self.clock.of(self._last_read), record.end])
+            self._goodbye(sock, record)
             if record.ended == "client-rst":
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
@@ -139,6 +144,12 @@ class Client(threading.Thread):
         if delay:
             record.delay = wait
 
+    def _goodbye(self, sock: socket.socket, record: Connection) -> None:
+        """What the client says before it closes its socket (nothing, over SSE)."""
+
+    def _reader(self) -> StreamReader:
+        return StreamReader()
+
     def _request(self, via: str | None, record: Connection) -> bytes:
         query = [("channel", channel) for channel in self.channels]
         if record.subject is not None:
@@ -156,7 +167,7 @@ class Client(threading.Thread):
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
     def _read(self, sock: socket.socket, record: Connection, behaviour: str, until: float) -> None:
-        reader = StreamReader()
+        reader = self._reader()
         sock.settimeout(0.1)
         self._last_read = time.monotonic()
         if behaviour == "stall":

@@ -6,6 +6,10 @@
 - ``memory``: the in-process store on gevent's WSGIServer, monkey-patched,
   in one subprocess (``checker.serve_memory``).
 
+With ``server="websocket"`` each runs gevent-websocket's handler (gunicorn
+with ``GeventWebSocketWorker``, ``WSGIServer(handler_class=WebSocketHandler)``),
+which serves the stream over SSE and over WebSocket.
+
 Both get ``CHECKER_DIR``, the run's directory: the app keeps its revocations
 and writes its hub samples there (see ``checker.app_access``).
 """
@@ -27,6 +31,8 @@ from tests.support.redis_server import RedisServer
 from tests.support.servers import PYTHON, ProcessServer, free_port
 
 WORKERS = 4
+#: gunicorn's worker class for each server.
+WORKER_CLASS = {"gevent": "gevent", "websocket": "geventwebsocket.gunicorn.workers.GeventWebSocketWorker"}
 TOKEN = "checker-publish-token-0123456789"
 PREFIX = "sse"
 
@@ -52,14 +58,14 @@ class RedisDeployment:
     name = "redis"
     ids_per_process = False
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], server: str = "gevent") -> None:
         self.directory = directory
         (directory / "redis").mkdir(parents=True, exist_ok=True)
         self.redis = RedisServer(directory / "redis", extra_args=REDIS_ARGS)
         self.config = {**config, "SSE_REDIS_URL": self.redis.url, "SSE_REDIS_PREFIX": PREFIX}
         self.port = free_port()
         command = [
-            PYTHON, "-m", "gunicorn", "-k", "gevent", "-w", str(WORKERS), "--no-control-socket",
+            PYTHON, "-m", "gunicorn", "-k", WORKER_CLASS[server], "-w", str(WORKERS), "--no-control-socket",
             "--graceful-timeout", "2", "-b", f"127.0.0.1:{self.port}", "checker.app:create_app()",
         ]  # fmt: skip
         try:
@@ -114,16 +120,17 @@ class MemoryDeployment:
     name = "memory"
     ids_per_process = True
 
-    def __init__(self, directory: Path, config: dict[str, Any]) -> None:
+    def __init__(self, directory: Path, config: dict[str, Any], server: str = "gevent") -> None:
         self.directory = directory
         self.config = dict(config)
+        self.server_args = ["websocket"] if server == "websocket" else []
         self.port = free_port()
         self._logs = 0
         self.server = self._start()
 
     def _start(self) -> ProcessServer:
         self._logs += 1
-        command = [PYTHON, "-m", "checker.serve_memory", str(self.port)]
+        command = [PYTHON, "-m", "checker.serve_memory", str(self.port), *self.server_args]
         log = self.directory / f"server-{self._logs}.log"
         return ProcessServer(command, self.port, env=app_env(self.config, self.directory), log=log)
 
@@ -155,8 +162,9 @@ class MemoryDeployment:
 Deployment = RedisDeployment | MemoryDeployment
 
 
-def start(name: str, directory: Path, config: dict[str, Any]) -> Deployment:
-    return RedisDeployment(directory, config) if name == "redis" else MemoryDeployment(directory, config)
+def start(name: str, directory: Path, config: dict[str, Any], server: str = "gevent") -> Deployment:
+    kind = RedisDeployment if name == "redis" else MemoryDeployment
+    return kind(directory, config, server)
 
 
 def _alive(process: psutil.Process) -> bool:

@@ -99,6 +99,8 @@ class Connection:
     auth_start: float | None = None
     #: Spans of at least ``clients.GAP`` seconds in which the client did not read the socket.
     gaps: list[list[float]] = field(default_factory=list)
+    #: "sse", or "websocket" (``checker.ws_clients``).
+    transport: str = "sse"
 
 
 @dataclass
@@ -221,6 +223,8 @@ class Meta:
     paths: list[str] | None = None
     faults: list[str] | None = None
     redis_prefix: str = "sse"
+    #: "gevent" (gevent's own handler) or "websocket" (gevent-websocket's: some clients over WebSocket).
+    server: str = "gevent"
 
 
 @dataclass

@@ -22,6 +22,7 @@ def totals(history: History) -> dict[str, int]:
         "sends indeterminate": outcomes[INDETERMINATE],
         "events received": sum(1 for e in events if e.id is not None),
         "connections": len(history.connections),
+        "over websocket": sum(1 for c in history.connections if c.transport == "websocket"),
         "resets": sum(1 for e in events if e.event == history.meta.reset_event),
     }
 
@@ -77,7 +78,8 @@ def resources(history: History) -> str:
 def summary(history: History) -> str:
     meta = history.meta
     config = {k: v for k, v in meta.config.items() if k != "SSE_PUBLISH_TOKEN"}
-    lines = [f"deployment {meta.deployment}, seed {meta.seed}, {meta.seconds} s, config {json.dumps(config)}"]
+    head = f"deployment {meta.deployment} ({meta.server}), seed {meta.seed}, {meta.seconds} s"
+    lines = [f"{head}, config {json.dumps(config)}"]
     lines.append(", ".join(f"{name} {count}" for name, count in totals(history).items()))
     by_via = Counter((send.via, send.outcome) for send in history.sends)
     lines.append("sends by path: " + ", ".join(f"{via}/{outcome} {n}" for (via, outcome), n in sorted(by_via.items())))
@@ -109,6 +111,6 @@ def reproduce(history: History) -> str:
     )
     return (
         f"reproduce with: python -m checker --deployment {meta.deployment} --seed {meta.seed}"
-        f" --seconds {meta.seconds:g} --clients {meta.clients}{narrowed}\n"
+        f" --seconds {meta.seconds:g} --clients {meta.clients} --server {meta.server}{narrowed}\n"
         f"schedule drawn from the seed:\n{steps}\nfaults as they happened:\n{done}"
     )

@@ -1,7 +1,9 @@
 """One run: a deployment, clients, senders and a nemesis drawn from a seed; the history they recorded.
 
-The seed draws the configuration, the fault schedule, each client's channels
-and behaviour and each sender's paths and channels (each thread has its own
+The seed draws the configuration, the fault schedule, the server (gevent's
+own handler, or gevent-websocket's, under which about half the clients read
+the stream over a WebSocket: ``checker.ws_clients``), each client's channels,
+transport and behaviour and each sender's paths and channels (each thread has its own
 ``random.Random``, so that what one draws does not depend on the others'
 timing). A monitor samples the app's resources all along. At the end the
 nemesis and the senders stop, the deployment settles, the clients read
@@ -24,11 +26,15 @@ from .history import OK, Clock, History, Marker, Meta
 from .monitor import Monitor, hub_samples, wait_loaded
 from .nemesis import CHANNELS, DEFAULT_MAX_HISTORY, Nemesis, draw_config, draw_schedule
 from .senders import Sender, send_once
+from .ws_clients import WebSocketClient
 
 SENDERS = 4
 #: Seconds between two sends of one sender, on average.
 INTERVAL = 0.03
 MARKER_ROUNDS = 20
+SERVERS = ["gevent", "websocket"]
+#: Under gevent-websocket's handler, the share of clients that read the stream over a WebSocket.
+WEBSOCKET_CLIENTS = 0.5
 
 
 @dataclass
@@ -46,8 +52,9 @@ def plan(
     clients: int = 8,
     paths: list[str] | None = None,
     faults: list[str] | None = None,
+    server: str | None = None,
 ) -> Meta:
-    """The configuration and schedule that ``seed`` draws, without running anything."""
+    """The configuration and schedule that ``seed`` draws (and the server, unless given), without running anything."""
     rng = random.Random(seed)
     config = draw_config(rng)
     schedule = draw_schedule(rng, deployment, seconds, faults)
@@ -66,13 +73,14 @@ def plan(
         paths=paths,
         faults=faults,
         redis_prefix=PREFIX,
+        server=server or random.Random(f"{seed}/server").choice(SERVERS),
     )
 
 
 def run(meta: Meta) -> Outcome:
     """Run what ``meta`` (from ``plan``) describes."""
     with tempfile.TemporaryDirectory(prefix="sse-checker-") as directory:
-        running = start(meta.deployment, Path(directory), meta.config)
+        running = start(meta.deployment, Path(directory), meta.config, meta.server)
         try:
             return _drive(running, meta)
         finally:
@@ -144,7 +152,9 @@ def _threads(running: Deployment, meta: Meta, clock: Clock) -> tuple[list[Client
     clients = []
     for n in range(meta.clients):
         channels = rng.sample(CHANNELS, rng.randint(1, 4))
-        clients.append(Client(f"client{n}", channels, random.Random(f"{seed}/client{n}"), running.port, clock))
+        websocket = meta.server == "websocket" and random.Random(f"{seed}/transport{n}").random() < WEBSOCKET_CLIENTS
+        kind = WebSocketClient if websocket else Client
+        clients.append(kind(f"client{n}", channels, random.Random(f"{seed}/client{n}"), running.port, clock))
     padding = random.Random(f"{seed}/padding").randint(100, 600)
     senders = []
     for n in range(SENDERS):

@@ -1,6 +1,7 @@
 """The in-process deployment: ``checker.app`` on gevent's WSGIServer, monkey-patched, one process.
 
-Usage: ``python -m checker.serve_memory PORT``. SIGTERM stops the server
+Usage: ``python -m checker.serve_memory PORT [websocket]``; ``websocket``
+runs gevent-websocket's ``WebSocketHandler``. SIGTERM stops the server
 (``stop(timeout=1)``, with a pool so that open streams are closed) and exits.
 """
 
@@ -20,7 +21,12 @@ from checker.app import create_app  # noqa: E402
 
 def main() -> None:
     port = int(sys.argv[1])
-    server = WSGIServer(("127.0.0.1", port), create_app(), spawn=Pool(), log=None)
+    options = {}
+    if sys.argv[2:] == ["websocket"]:
+        from geventwebsocket.handler import WebSocketHandler
+
+        options["handler_class"] = WebSocketHandler
+    server = WSGIServer(("127.0.0.1", port), create_app(), spawn=Pool(), log=None, **options)
 
     gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(server.stop, timeout=1))
     server.serve_forever()  # returns once stopped

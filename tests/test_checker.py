@@ -34,6 +34,7 @@ from checker.history import (
 from checker.report import fault_counts, reproduce, summary, violations_text
 from checker.run import plan, run
 from checker.wire import StreamReader
+from checker.ws_wire import FrameReader
 
 
 def meta(max_history: int = 1000, ttl: float | None = None, per_process: bool = False, queue: int = 64) -> Meta:
@@ -414,19 +415,41 @@ def test_the_reader_tells_a_clean_end_from_one_inside_an_event() -> None:
     assert cut.partial() != ""
 
 
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+def test_the_websocket_reader_takes_the_app_frame_as_the_head_and_a_refusal_close_as_its_status() -> None:
+    reader = FrameReader()
+    upgrade = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    assert reader.feed(upgrade) == [] and not reader.has_head
+    head = server_frame(0x1, b'{"x-worker": 41, "x-auth-start": "12.5"}')
+    events = reader.feed(head + server_frame(0x1, b'{"id": "7", "data": "a\\nb"}') + server_frame(0x9, b"")[:1])
+    assert reader.status == 200 and reader.headers["x-worker"] == "41" and reader.headers["x-auth-start"] == "12.5"
+    assert [(e.id, e.event, e.data) for e in events] == [(7, "message", "a\nb")] and reader.partial() != ""
+    events = reader.feed(server_frame(0x9, b"")[1:] + server_frame(0x1, b'{"retry": 900}'))
+    assert events == [] and reader.partial() == "" and len(reader.replies) == 1  # the ping's pong
+    reader.feed(server_frame(0x8, (4403).to_bytes(2, "big") + b"refused"))
+    assert reader.finished and reader.status == 403 and b"4403 refused" in reader.body
+    planned = FrameReader()
+    planned.feed(upgrade + head + server_frame(0x8, (1012).to_bytes(2, "big")))
+    assert planned.finished and planned.status == 200 and planned.close_code == 1012
+
+
 # -- short runs against the real deployments ---------------------------------------------------------------
 
 #: (deployment, seed, seconds, fault kinds it is narrowed to (None: all), what it must have done: the kinds
-#: of its first steps, which no slow fault before them can push past the end of the run). Between them
+#: of its first steps, which no slow fault before them can push past the end of the run, the server: under
+#: "websocket", gevent-websocket's handler, and about half the clients read over a WebSocket). Between them
 #: every fault kind the nemesis and the senders draw; the second stalls Redis past the library's 5 s
 #: command timeout (runs of 8 s or more draw such stalls), in per-channel mode.
 SHORT_RUNS = [
-    ("redis", 11, 6.0, None, {"end-cold", "end-channel"}),
+    ("redis", 11, 6.0, None, {"end-cold", "end-channel"}, "websocket"),
     ("redis", 12, 8.0, ["redis-stall", "redis-pause", "end-channel", "end-subject"],
-     {"redis-pause", "redis-stall", "end-channel", "end-subject", "revocation"}),
-    ("redis", 14, 6.0, ["end-cold", "end-subject", "end-channel"], {"end-cold", "end-subject"}),
-    ("memory", 21, 6.0, None, {"end-cold", "end-subject"}),
-    ("memory", 22, 6.0, None, {"client-stall", "end-subject"}),
+     {"redis-pause", "redis-stall", "end-channel", "end-subject", "revocation"}, "gevent"),
+    ("redis", 14, 6.0, ["end-cold", "end-subject", "end-channel"], {"end-cold", "end-subject"}, "gevent"),
+    ("memory", 21, 6.0, None, {"end-cold", "end-subject"}, "websocket"),
+    ("memory", 22, 6.0, None, {"client-stall", "end-subject"}, "gevent"),
 ]  # fmt: skip
 #: What every run does: the application's faults, drawn by the senders and the clients. In-process sends
 #: never yield to the hub, so a deadline or a kill fires inside a send only with Redis.
@@ -434,11 +457,11 @@ EVERY_RUN = {"send-threads", "send-pool", "send-seq", "send-burst", "expiry"}
 WITH_REDIS = {"send-timeout", "send-kill"}
 
 
-@pytest.mark.parametrize(("deployment", "seed", "seconds", "faults", "done"), SHORT_RUNS)
+@pytest.mark.parametrize(("deployment", "seed", "seconds", "faults", "done", "server"), SHORT_RUNS)
 def test_short_run_finds_no_violation(
-    deployment: str, seed: int, seconds: float, faults: list[str] | None, done: set[str]
+    deployment: str, seed: int, seconds: float, faults: list[str] | None, done: set[str], server: str
 ) -> None:
-    outcome = run(plan(deployment, seed, seconds, faults=faults))
+    outcome = run(plan(deployment, seed, seconds, faults=faults, server=server))
     violations = check(outcome.history)
     report = f"{summary(outcome.history)}\n{violations_text(violations)}\n{reproduce(outcome.history)}"
     assert not outcome.errors, f"the harness failed: {outcome.errors}\n{report}"
@@ -447,3 +470,6 @@ def test_short_run_finds_no_violation(
     due = done | EVERY_RUN | (WITH_REDIS if deployment == "redis" else set())
     assert due <= survived, f"the run did not do {sorted(due - survived)}\n{report}"
     assert any(sample.phase == "final" for sample in outcome.history.processes), "no final resource sample"
+    if server == "websocket":  # WebSocket clients beside SSE clients, each with events
+        read = {c.transport for c in outcome.history.connections if c.status == 200 and c.events}
+        assert read == {"sse", "websocket"}, f"streams with events, by transport: {read}\n{report}"
