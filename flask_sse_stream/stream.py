@@ -254,17 +254,17 @@ class Stream:
             self.resumed = None
         return events
 
-    def close(self, hangup: bool = False, planned: bool = False) -> None:
+    def close(self, hangup: bool = False, planned: bool = False, at: float | None = None) -> None:
         """End the stream after the write its writer has begun; from any greenlet or thread.
 
         With ``hangup``, the connection closes too once the response has ended,
         so that the client reconnects elsewhere instead of reusing it. A
         ``planned`` end (shutdown, ``end_streams``, an expiry) first tells the
-        client a ``retry:`` drawn in ``spread``, so that the clients of streams
-        ended together do not all come back at once.
+        client a ``retry:`` in ``spread`` (at the fraction ``at`` of it, or drawn), so that the
+        clients of streams ended together do not all come back at once.
         """
         if planned and not self.closed:
-            self.farewell = farewell(self.spread)
+            self.farewell = farewell(self.spread, at)
         self.hangup = self.hangup or hangup
         self.closed = True
         self.pending.clear()
@@ -294,7 +294,7 @@ class Stream:
         return True
 
 
-def farewell(spread: float) -> bytes | None:
-    """A ``retry:`` block drawn in ``spread`` seconds, the last thing a stream ended for a planned reason
-    sends (None when ``spread`` is 0): its client comes back within that time, at a moment of its own."""
-    return b"retry: %d\n\n" % random.randint(0, int(spread * 1000)) if spread else None
+def farewell(spread: float, at: float | None = None) -> bytes | None:
+    """A ``retry:`` block at the fraction ``at`` of ``spread`` seconds (drawn when None), the last thing a stream
+    ended for a planned reason sends (None when ``spread`` is 0): its client comes back within that time."""
+    return b"retry: %d\n\n" % int(spread * 1000 * (random.random() if at is None else at)) if spread else None

@@ -85,3 +85,20 @@ def test_a_stream_ended_for_a_planned_reason_tells_its_client_a_retry_drawn_in_t
         assert len(set(retries)) > 10, f"not drawn at random: {retries}"
     else:
         assert retries == []
+
+
+def test_streams_ended_together_are_told_retries_one_in_each_slice_of_the_spread(make_app, serve) -> None:
+    """50 streams ended at once come back at most 50 / 5 s a second: one retry in each 100 ms of the spread."""
+    app, sse = make_app(SSE_RECONNECT_SPREAD=5)
+    port = serve(app).port
+    clients = [StreamClient(port, "/stream?channel=news") for _ in range(50)]
+    for client in clients:
+        client.next_chunk()  # the opening
+    sse.end_streams(channel="news")
+    retries = []
+    for client in clients:
+        body, ended = dechunk(read_to_the_end(client.sock, client._raw))
+        client.close()
+        assert ended, body
+        retries += [int(n) for n in re.findall(rb"(?m)^retry: (\d+)$", body)]
+    assert [retry // 100 for retry in sorted(retries)] == list(range(50)), sorted(retries)
