@@ -150,7 +150,8 @@ class Client(threading.Thread):
     def _reader(self) -> StreamReader:
         return StreamReader()
 
-    def _request(self, via: str | None, record: Connection) -> bytes:
+    def _query(self, record: Connection) -> list[tuple[str, str]]:
+        """The stream's query: its channels and the admission it asks for."""
         query = [("channel", channel) for channel in self.channels]
         if record.subject is not None:
             query.append(("subject", record.subject))
@@ -158,6 +159,10 @@ class Client(threading.Thread):
             query.append(("expires", repr(self.clock.t0 + record.expires)))
         if record.delay:
             query.append(("delay", str(record.delay)))
+        return query
+
+    def _request(self, via: str | None, record: Connection) -> bytes:
+        query = self._query(record)
         headers = [f"Host: 127.0.0.1:{self.port}", "Accept: text/event-stream", "Cache-Control: no-cache"]
         if via == "query":
             query.append(("lastEventId", str(self.last_id)))

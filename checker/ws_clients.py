@@ -27,13 +27,7 @@ class WebSocketClient(Client):
         return FrameReader()
 
     def _request(self, via: str | None, record: Connection) -> bytes:
-        query = [("channel", channel) for channel in self.channels]
-        if record.subject is not None:
-            query.append(("subject", record.subject))
-        if record.expires is not None:
-            query.append(("expires", repr(self.clock.t0 + record.expires)))
-        if record.delay:
-            query.append(("delay", str(record.delay)))
+        query = self._query(record)
         if via is not None:
             record.resume_via = "query"
             query.append(("lastEventId", str(self.last_id)))
