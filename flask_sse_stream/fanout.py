@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +17,7 @@ from .access import Ending, describe
 from .concurrency import allocate_lock, later, thread_ident
 from .event import Event
 from .replay import ReplayPlan, StoreFacts, in_band
+from .spread import Telling
 from .stats import Counters
 from .stream import GRACE, Stream
 
@@ -259,19 +259,16 @@ MAX_LOOKS = 20
 def end_gracefully(streams: list[Stream]) -> None:
     """End ``streams`` and their connections; cut those stuck in one write for :data:`GRACE` seconds.
 
-    Their ``retry:`` fields step through the spread in the order they are
-    told (each drawn in its own 1/n of it): a process telling thousands takes
-    a while, and the first told come back first, so that the reconnections
-    arrive at n / spread a second at most, not faster where the draws of the
-    first told and of the last would meet.
+    Their clients come back spread out, in the order they are told, once all
+    are told (see :class:`~flask_sse_stream.spread.Telling`).
 
     A stream whose client stopped reading cannot finish its write: its
     connection is cut, so that nothing waits on it. One whose writer has not
     had its turn yet (a busy process ending thousands) is left to end cleanly.
     """
-    count = len(streams)
-    for n, stream in enumerate(streams):
-        stream.close(hangup=True, planned=True, at=(n + random.random()) / count)
+    telling = Telling(len(streams))
+    for stream in streams:
+        stream.close(hangup=True, planned=True, telling=telling)
     if streams:
         later(GRACE, _cut_stuck, [(stream, stream.writes) for stream in streams])
 

@@ -12,7 +12,6 @@ connection itself (the client sees a network error, never a cut event).
 from __future__ import annotations
 
 import logging
-import random
 import socket
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from typing import Any, Protocol
 from .concurrency import GeventWaker, Home, ThreadWaker, new_waker, thread_ident
 from .event import Event
 from .hangups import departed, shutdown
+from .spread import Telling, farewell
 from .stats import Counters
 
 log = logging.getLogger("flask_sse_stream")
@@ -57,7 +57,7 @@ class StreamInfo:
 class Stream:
     __slots__ = (
         "channels", "remote_addr", "started_at", "subjects", "deadline", "since", "server", "closed", "hangup",
-        "finished", "too_slow", "pending", "resumed", "farewell", "spread", "_limit", "_waker", "_socket", "upto",
+        "finished", "too_slow", "pending", "resumed", "_farewell", "spread", "_limit", "_waker", "_socket", "upto",
         "sifting", "writer", "counters", "writes", "in_write", "client", "ending",
     )  # fmt: skip
 
@@ -103,7 +103,7 @@ class Stream:
         #: Seconds over which the clients of streams ended for a planned reason come back
         #: (``SSE_RECONNECT_SPREAD``), and the ``retry:`` block written last when it is so ended.
         self.spread = spread
-        self.farewell: bytes | None = None
+        self._farewell: bytes | Telling | None = None
         self._limit = queue_size
         self._waker: GeventWaker | ThreadWaker | None = None
         self._socket = sock
@@ -119,6 +119,11 @@ class Stream:
         self.ending: str | None = None
 
     queue_size = property(lambda self: self._limit)
+
+    def farewell(self) -> bytes | None:
+        """The ``retry:`` block to write last (once), if it was ended for a planned reason."""
+        block, self._farewell = self._farewell, None
+        return block.next(self.spread) if isinstance(block, Telling) else block
 
     def __repr__(self) -> str:
         return f"<Stream channels={self.channels!r} remote_addr={self.remote_addr!r}>"
@@ -254,17 +259,17 @@ class Stream:
             self.resumed = None
         return events
 
-    def close(self, hangup: bool = False, planned: bool = False, at: float | None = None) -> None:
+    def close(self, hangup: bool = False, planned: bool = False, telling: Telling | None = None) -> None:
         """End the stream after the write its writer has begun; from any greenlet or thread.
 
         With ``hangup``, the connection closes too once the response has ended,
         so that the client reconnects elsewhere instead of reusing it. A
         ``planned`` end (shutdown, ``end_streams``, an expiry) first tells the
-        client a ``retry:`` in ``spread`` (at the fraction ``at`` of it, or drawn), so that the
-        clients of streams ended together do not all come back at once.
+        client a ``retry:`` in ``spread`` (its turn in ``telling``, for streams ended together),
+        so that the clients of streams ended together do not all come back at once.
         """
         if planned and not self.closed:
-            self.farewell = farewell(self.spread, at)
+            self._farewell = telling if telling is not None and self.spread else farewell(self.spread)
         self.hangup = self.hangup or hangup
         self.closed = True
         self.pending.clear()
@@ -292,9 +297,3 @@ class Stream:
         else:
             shutdown(self._socket)
         return True
-
-
-def farewell(spread: float, at: float | None = None) -> bytes | None:
-    """A ``retry:`` block at the fraction ``at`` of ``spread`` seconds (drawn when None), the last thing a stream
-    ended for a planned reason sends (None when ``spread`` is 0): its client comes back within that time."""
-    return b"retry: %d\n\n" % int(spread * 1000 * (random.random() if at is None else at)) if spread else None

@@ -81,7 +81,7 @@ class StreamBody(Iterator[bytes]):
             raise StopIteration
         events = self._stream.take(self._keepalive)
         if events is None:
-            farewell, self._stream.farewell = self._stream.farewell, None
+            farewell = self._stream.farewell()
             if farewell is None:
                 raise StopIteration
             return farewell
@@ -120,8 +120,8 @@ class StreamBody(Iterator[bytes]):
                 return
             self._counters.bytes_written += len(data)
             writer.wrote()
-        if stream.farewell is not None:
-            self._send(sock, chunk(stream.farewell))
+        if (farewell := stream.farewell()) is not None:
+            self._send(sock, chunk(farewell))
 
     def _send(self, sock: Any, data: bytes) -> bool:
         """One whole write, marked as under way while it lasts; False if the client is gone."""

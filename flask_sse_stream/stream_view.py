@@ -21,7 +21,8 @@ from .core import SSECore
 from .event import Event, reset_frame
 from .gunicorn_worker import shutting_down
 from .hangups import watch
-from .stream import Stream, farewell
+from .spread import farewell
+from .stream import Stream
 from .stream_body import OPENING, Hangup, StreamBody
 from .stream_request import (
     BadRequest,
@@ -148,7 +149,7 @@ def _open(
         # Ended before it opened (end_streams, a shutdown): nothing goes out,
         # and the client asks again, to be authorized again.
         core.close_stream(stream)
-        return hangup(stream.farewell, RESTART if stream.ending is None else ENDED)
+        return hangup(stream.farewell(), RESTART if stream.ending is None else ENDED)
     if ws is not None:
         return _session(core, stream, ws, replay.events, replay.reset)
     log.debug("opened a stream of %s for %s", ", ".join(stream.channels), request.remote_addr)

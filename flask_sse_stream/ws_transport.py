@@ -264,7 +264,7 @@ class Session(Iterator[bytes]):
             code, reason = ENDED, _REASONS[ENDED]
         else:
             code, reason = RESTART, _REASONS[RESTART]
-        farewell, stream.farewell = stream.farewell, None
+        farewell = stream.farewell()
         before = json_frame(fields_of(farewell)) if farewell and code in (RESTART, ENDED) else b""
         connection.close(code, reason, before)
 

@@ -28,6 +28,7 @@ ORDER = [
     "recent_reads",
     "group_commit",
     "access",
+    "spread",
     "stream",
     "socket_writer",
     "fanout",

@@ -1,0 +1,42 @@
+"""The ``retry:`` that a stream ended for a planned reason writes last: its client comes back within the spread.
+
+One stream alone draws its moment at random. Streams ended together (a
+SIGTERM, one ``end_streams``) are told one after another, as their writers
+get their turn, which takes a busy process a while: a :class:`Telling` gives
+the k-th told of n the retry that brings its client back in the k-th 1/n of
+the spread, counted from when the last of them will have been told (at the
+pace so far). Their clients then come back n / spread a second, not faster,
+and not while the process is still busy telling the others; each within the
+spread of its own end.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+
+def retry_block(seconds: float) -> bytes:
+    return b"retry: %d\n\n" % int(seconds * 1000)
+
+
+def farewell(spread: float) -> bytes | None:
+    """A ``retry:`` block drawn in ``spread`` seconds (None when ``spread`` is 0)."""
+    return retry_block(random.random() * spread) if spread else None
+
+
+class Telling:
+    """The retries of ``count`` streams ended together, in the order their writers tell them."""
+
+    __slots__ = ("count", "start", "told")
+
+    def __init__(self, count: int) -> None:
+        self.count, self.start, self.told = count, time.monotonic(), 0
+
+    def next(self, spread: float) -> bytes:
+        """The ``retry:`` block of the next stream told, whose spread is ``spread`` seconds."""
+        k, self.told = self.told, self.told + 1
+        now = time.monotonic()
+        done = self.start + (now - self.start) * self.count / (k + 1)  # the last one told, at this pace
+        back = done + spread * (min(k, self.count - 1) + random.random()) / self.count
+        return retry_block(min(spread, max(0.0, back - now)))
