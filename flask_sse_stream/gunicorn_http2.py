@@ -17,9 +17,12 @@ each connection three kinds of greenlet:
 So a stream whose client stops reading (its window full) only stops its own
 greenlet: its events wait in its queue until the slow-client rule
 (``SSE_QUEUE_SIZE``) cuts it, which resets that stream alone
-(``RST_STREAM``); the other streams of the connection go on. On SIGTERM the
-worker sends a graceful ``GOAWAY`` before the streams end (each with
-``END_STREAM`` after a whole event), so browsers reconnect on a new
+(``RST_STREAM``); the other streams of the connection go on. A stream the
+client resets, or whose connection ends, is freed at once, on the reader's
+greenlet (``hangups.ON_DEPARTURE``), before the connection's next request
+is read. On SIGTERM the worker sends a graceful ``GOAWAY`` before the
+streams end (each with ``END_STREAM`` after a whole event, or
+``RST_STREAM`` if stuck in a write), so browsers reconnect on a new
 connection, to another worker.
 
 Run it with::
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from functools import partial
 from typing import Any
 
 import gevent
@@ -43,6 +47,8 @@ from gunicorn.http2.errors import HTTP2ConnectionError, HTTP2ErrorCode, HTTP2Pro
 from gunicorn.http2.stream import StreamState
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from hyperframe.frame import GoAwayFrame
+
+from .hangups import ON_DEPARTURE, Departures
 
 #: Bytes queued for one connection's socket before its streams wait for the writer.
 BUFFER_LIMIT = 256 * 1024
@@ -62,6 +68,8 @@ class Connection(HTTP2ServerConnection):  # type: ignore[misc]
         self._progress = gevent.event.Event()
         self._broken: str | None = None
         self.goaway_sent = False
+        #: The streams being served, by id, told when the peer resets them or the connection ends.
+        self.departures = Departures()
         self.writer = gevent.spawn(self._write_forever)
 
     # The writer: the only greenlet that writes to the socket.
@@ -134,7 +142,12 @@ class Connection(HTTP2ServerConnection):  # type: ignore[misc]
 
     def _abort_all_streams(self) -> None:
         super()._abort_all_streams()
+        self.departures.depart_all()
         self._wake()
+
+    def _handle_stream_reset(self, event: Any) -> None:
+        super()._handle_stream_reset(event)
+        self.departures.depart(event.stream_id)  # here, before the next frame: a reload's request finds the slot free
 
     def _wait_for_flow_control_window(self, stream_id: int, deadline: float | None = None) -> int:
         """The stream's send window once it is open and the connection has room: 0 at ``deadline``, -1 if gone."""
@@ -189,9 +202,26 @@ class Connection(HTTP2ServerConnection):  # type: ignore[misc]
 class GeventWorker(_GeventWorker):  # type: ignore[misc]
     """gunicorn's gevent worker, with the streams of an HTTP/2 connection served concurrently."""
 
+    wsgi: Any  # the app, as gunicorn loads it
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._connections: weakref.WeakSet[Connection] = weakref.WeakSet()
+        #: The connection and stream id each stream's greenlet serves.
+        self._serving: dict[Any, tuple[Connection, int]] = {}
+
+    def load_wsgi(self) -> None:
+        # The app sees, on an HTTP/2 stream, how to be told of its client's departure.
+        super().load_wsgi()
+        app = self.wsgi
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            serving = self._serving.get(gevent.getcurrent())
+            if serving is not None:
+                environ[ON_DEPARTURE] = partial(serving[0].departures.watch, serving[1])
+            return app(environ, start_response)
+
+        self.wsgi = wsgi
 
     def handle_exit(self, sig: Any, frame: Any) -> None:
         self._goaway_all()
@@ -226,6 +256,7 @@ class GeventWorker(_GeventWorker):  # type: ignore[misc]
         except OSError as error:
             self.log.debug("HTTP/2 socket error: %s", error)
         finally:
+            connection.departures.depart_all()  # their slots are free before their greenlets end
             streams.kill(block=True, timeout=1)
             connection.close()
             connection.flush_and_stop(timeout=1)
@@ -247,6 +278,8 @@ class GeventWorker(_GeventWorker):  # type: ignore[misc]
 
     def _serve_stream(self, listener_name: Any, request: Any, client: Any, addr: Any, connection: Connection) -> None:
         stream_id = request.stream.stream_id
+        me = gevent.getcurrent()
+        self._serving[me] = (connection, stream_id)
         try:
             self._serve_http2_stream(listener_name, request, client, addr, connection)
         except gevent.GreenletExit:
@@ -255,3 +288,5 @@ class GeventWorker(_GeventWorker):  # type: ignore[misc]
             connection.abort_stream(stream_id, HTTP2ErrorCode.CANCEL)
         except HTTP2StreamError as error:
             self.log.debug("HTTP/2 stream closed: %s", error)
+        finally:
+            del self._serving[me]

@@ -7,7 +7,8 @@ for that without a write: under gevent with an io watcher on the stream's
 own hub (no greenlet per stream), elsewhere (``flask run`` without
 monkey-patching) with one OS thread per process waiting in ``epoll`` on
 every stream's socket. :func:`departed` tells, without blocking, whether a
-socket's peer has gone.
+socket's peer has gone. A server that shares one socket between streams
+(HTTP/2) tells instead (:data:`ON_DEPARTURE`, :class:`Departures`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ _start_new_thread = get_original("_thread", "start_new_thread")
 _PEEK = socket.MSG_PEEK | getattr(socket, "MSG_DONTWAIT", 0)
 
 Unwatch = Callable[[], None]
+
+#: The environ key of a server that knows when the client of a request without a socket of its own has
+#: gone (an HTTP/2 stream reset, or its connection closed): ``environ[ON_DEPARTURE](gone) -> unwatch``,
+#: which calls ``gone()`` then, from the greenlet that reads the connection (see gunicorn_http2).
+ON_DEPARTURE = "flask_sse_stream.on_departure"
 
 
 def _unwatched() -> None:
@@ -83,6 +89,50 @@ def watch(sock: Any, gone: Callable[[], None]) -> Unwatch:
     if not _EPOLL:
         return _unwatched  # a write finds it gone, at the next keep-alive
     return _thread_watcher().watch(raw, fd, gone)
+
+
+def on_departure(environ: dict[str, Any], gone: Callable[[], None]) -> Unwatch | None:
+    """Call ``gone()`` once the server says that the client of this request has gone; the call that stops it.
+
+    None if the server does not tell (:data:`ON_DEPARTURE`).
+    """
+    watch_departure = environ.get(ON_DEPARTURE)
+    return watch_departure(gone) if watch_departure is not None else None
+
+
+class Departures:
+    """The streams of one shared connection (HTTP/2) whose server tells when their clients have gone."""
+
+    def __init__(self) -> None:
+        self._gone: dict[int, Callable[[], None]] = {}
+
+    def watch(self, key: int, gone: Callable[[], None]) -> Unwatch:
+        """Call ``gone()`` at :meth:`depart` of ``key`` or at :meth:`depart_all`; the call that stops it."""
+        self._gone[key] = gone
+        return partial(self._unwatch, key, gone)
+
+    def _unwatch(self, key: int, gone: Callable[[], None]) -> None:
+        if self._gone.get(key) is gone:
+            del self._gone[key]
+
+    def depart(self, key: int) -> None:
+        """The client of stream ``key`` has gone (it reset the stream)."""
+        gone = self._gone.pop(key, None)
+        if gone is not None:
+            _tell(gone)
+
+    def depart_all(self) -> None:
+        """The connection has ended: every stream's client has gone."""
+        every, self._gone = self._gone, {}
+        for gone in every.values():
+            _tell(gone)
+
+
+def _tell(gone: Callable[[], None]) -> None:
+    try:
+        gone()
+    except Exception:  # the connection's reader must go on
+        log.exception("could not end the stream of a departed client")
 
 
 def _watch_on_hub(sock: Any, fd: int, gone: Callable[[], None]) -> Unwatch:

@@ -20,7 +20,7 @@ from .config import CorsOrigins
 from .core import SSECore
 from .event import Event, reset_frame
 from .gunicorn_worker import shutting_down
-from .hangups import watch
+from .hangups import on_departure, watch
 from .spread import farewell
 from .stream import Stream
 from .stream_body import OPENING, Hangup, StreamBody
@@ -160,8 +160,12 @@ def _open(
     if replay.reset:
         first.append(reset_frame(settings.reset_event))
     direct = direct_socket(environ, sock) if settings.direct_writes else None
-    # A client that closes its connection frees its stream at once, not at the next write.
-    unwatch = watch(sock, stream.abort) if sock is not None else None
+    # A client that closes its connection (or resets its HTTP/2 stream) frees its stream at once, not at
+    # the next write; on HTTP/2 its slot before the connection's next request is read.
+    if sock is not None:
+        unwatch: Callable[[], None] | None = watch(sock, stream.abort)
+    else:
+        unwatch = on_departure(environ, partial(_departed, core, stream))
     body = StreamBody(core.close_stream, stream, b"".join(first), settings.keepalive, direct, replay.events, unwatch)
     return Response(body, status=200, headers=headers, direct_passthrough=True)
 
@@ -203,6 +207,12 @@ def _free_departed(core: SSECore, client: str | None) -> int:
         stream.abort()
         core.close_stream(stream)
     return len(gone)
+
+
+def _departed(core: SSECore, stream: Stream) -> None:
+    """The client of ``stream`` has gone: its slot is free now, and its writer ends (StreamBody.close)."""
+    stream.close()
+    core.close_stream(stream)
 
 
 def _session(core: SSECore, stream: Stream, ws: Any, replay: list[Event], reset: bool) -> Response:

@@ -250,6 +250,12 @@ class H2Client:
         self._wake_w.send(b"x")
         return stream
 
+    def reset(self, stream: H2Stream, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+        """Reset ``stream`` (``RST_STREAM``; CANCEL is what a browser sends for a page it closes or reloads)."""
+        with self.changed:
+            self.conn.reset_stream(stream.stream_id, error_code=code)
+        self._wake_w.send(b"x")
+
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ)
