@@ -28,15 +28,17 @@ def farewell(spread: float) -> bytes | None:
 class Telling:
     """The retries of ``count`` streams ended together, in the order their writers tell them."""
 
-    __slots__ = ("count", "start", "told")
+    __slots__ = ("count", "first", "told")
 
     def __init__(self, count: int) -> None:
-        self.count, self.start, self.told = count, time.monotonic(), 0
+        self.count, self.first, self.told = count, 0.0, 0
 
     def next(self, spread: float) -> bytes:
         """The ``retry:`` block of the next stream told, whose spread is ``spread`` seconds."""
-        k, self.told = self.told, self.told + 1
-        now = time.monotonic()
-        done = self.start + (now - self.start) * self.count / (k + 1)  # the last one told, at this pace
+        k, self.told, now = self.told, self.told + 1, time.monotonic()
+        if k == 0:
+            self.first = now
+        # When the last will be told, at the pace since the first (the closes before it say nothing of it).
+        done = now + (now - self.first) * (self.count - k) / k if k else now
         back = done + spread * (min(k, self.count - 1) + random.random()) / self.count
         return retry_block(min(spread, max(0.0, back - now)))
