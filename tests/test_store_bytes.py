@@ -8,8 +8,10 @@ then the blank line).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,12 +19,15 @@ import redis
 from flask import Flask
 
 from flask_sse_stream import SSE
+from flask_sse_stream.endpoints import MAX_BODY
+from flask_sse_stream.event import new_event
 from tests.support.redis_server import RedisServer, ids_from_one
 from tests.support.streams import until_end
 from tests.support.waiting import wait_until
 from tests.test_publish import call
 
 TOKEN = "store-bytes-token-0123456789"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def of_size(size: int, mark: str = "") -> str:
@@ -159,6 +164,20 @@ class TestMemoryStore(StoreBytesContract):
         for _ in range(3):
             send(sse, 100)
         assert list(sse.history()) == [2, 3]
+
+
+def test_the_growth_of_newlines_is_what_the_docs_say() -> None:
+    # docs/config.rst (SSE_MAX_EVENT_BYTES) and docs/security.rst give these figures.
+    assert len(new_event("\n" * 1_000_000, None, None, json.dumps).frame) == 7_000_008
+    newlines = (MAX_BODY - len(json.dumps({"data": ""}))) // 2  # the most a publish body holds: "\\n" each
+    assert len(json.dumps({"data": "\n" * newlines})) <= MAX_BODY < len(json.dumps({"data": "\n" * (newlines + 1)}))
+    assert (newlines, len(new_event("\n" * newlines, None, None, json.dumps).frame)) == (524_282, 3_669_982)
+    config = " ".join((DOCS / "config.rst").read_text().split())
+    assert "a million newlines is a 7,000,008-byte event" in config
+    assert "at most 524,282 of them, a 3,669,982-byte event, 3.7 MB" in config
+    security = " ".join((DOCS / "security.rst").read_text().split())
+    assert "a million newlines is a 7 MB event" in security
+    assert "makes at most a 3.7 MB one" in security
 
 
 # -- Redis ----------------------------------------------------------------------------------
