@@ -66,16 +66,19 @@ local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local result = {''}
 
--- The bytes of a stored entry's frame: the event as sent, without its id line.
+-- A stored entry's id, and the bytes of its frame (the event as sent, without its id line).
+local function measure(entry)
+  local id, meta, start = string.match(entry, '^(%d+) %d+ (%d+) %d+\\n()')
+  return id, #entry - start + 1 - tonumber(meta)
+end
+
 local function frame_bytes(entry)
-  local head_end = string.find(entry, '\\n', 1, true)
-  local meta = tonumber(string.match(entry, '^%d+ %d+ (%d+) '))
-  return #entry - head_end - meta
+  local _, bytes = measure(entry)
+  return bytes
 end
 
 local function pop(store)
-  local entry = redis.call('LPOP', store)
-  return string.match(entry, '^(%d+) '), frame_bytes(entry)
+  return measure(redis.call('LPOP', store))
 end
 
 local function send(store, marks, pubsub, channel, frame, with_id, meta)
