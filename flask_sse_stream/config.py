@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "SSE_RECONNECT_SPREAD": 5,
     "SSE_CLIENT_IPV6_PREFIX": 64,
     "SSE_MAX_EVENT_BYTES": 4 * 1024 * 1024,
+    "SSE_MAX_HISTORY_BYTES": 16 * 1024 * 1024,
 }
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -96,6 +97,8 @@ class Settings:
     client_ipv6_prefix: int = 64
     #: Bytes an event may take as sent (its ``event:``, ``retry:`` and ``data:`` lines).
     max_event_bytes: int = 4 * 1024 * 1024
+    #: Bytes of stored events a channel's store holds at most, each counted as ``max_event_bytes`` counts it.
+    max_history_bytes: int = 16 * 1024 * 1024
 
 
 #: The shortest ``SSE_PUBLISH_TOKEN`` accepted: a short secret can be guessed.
@@ -159,6 +162,7 @@ def load(config: MutableMapping[str, Any], options: Mapping[str, Any]) -> Settin
         reconnect_spread=_seconds_or_zero("SSE_RECONNECT_SPREAD", values["reconnect_spread"]),
         client_ipv6_prefix=_ipv6_prefix(values["client_ipv6_prefix"]),
         max_event_bytes=_int_at_least("SSE_MAX_EVENT_BYTES", values["max_event_bytes"], 64),
+        max_history_bytes=_int_at_least("SSE_MAX_HISTORY_BYTES", values["max_history_bytes"], 64),
     )
     config["SSE_URL_PREFIX"] = settings.url_prefix  # the path as served: "/events/" is "/events"
     return settings

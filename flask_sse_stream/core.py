@@ -86,17 +86,28 @@ class SSECore:
             )
         check_channel(channel)
         encoded = new_event(data, event, retry, self.dumps)
-        bound = self.settings.max_event_bytes
-        if len(encoded.frame) > bound:
-            raise ValueError(
-                f"the event takes {len(encoded.frame)} bytes as sent (each line of data gets its own"
-                f" 'data: '), over SSE_MAX_EVENT_BYTES ({bound}); got data {show(data)}"
-            )
+        self._check_size(len(encoded.frame), data, stored=id and self.settings.max_history > 0)
         sent = self.backend.send(channel, encoded, with_id=id)
         self.counters.events_sent += 1
         if latency is not None:
             latency.observe(perf_counter() - started)
         return sent.id
+
+    def _check_size(self, size: int, data: Any, stored: bool) -> None:
+        """Refuse an event of ``size`` bytes as sent over ``SSE_MAX_EVENT_BYTES``, or, ``stored``, over the store's."""
+        bound = self.settings.max_event_bytes
+        if size > bound:
+            raise ValueError(
+                f"the event takes {size} bytes as sent (each line of data gets its own"
+                f" 'data: '), over SSE_MAX_EVENT_BYTES ({bound}); got data {show(data)}"
+            )
+        bound = self.settings.max_history_bytes
+        if stored and size > bound:
+            # Stored, it would push every other event of its channel out and still not fit.
+            raise ValueError(
+                f"the event takes {size} bytes as sent, over SSE_MAX_HISTORY_BYTES ({bound}), the most"
+                f" a channel's store holds: send it with id=False (live only); got data {show(data)}"
+            )
 
     def open_stream(self, stream: Stream, after: int | None) -> replay.ReplayPlan:
         """Read the store for ``stream``, already subscribed, and decide its replay (resuming ``after``).

@@ -65,7 +65,7 @@ class SSE:
         ``SSE_REDIS_PREFIX``, ``SSE_DIRECT_WRITES``, ``SSE_PUBLISH_TOKEN``,
         ``SSE_TOMBSTONE_TTL``, ``SSE_MAX_CONNECTIONS_PER_CLIENT``,
         ``SSE_LOG_INTERVAL``, ``SSE_PUBLISH_TIMEOUT``, ``SSE_METRICS``,
-        ``SSE_METRICS_CHANNELS``, ``SSE_CLIENT_IPV6_PREFIX`` and ``SSE_MAX_EVENT_BYTES``,
+        ``SSE_METRICS_CHANNELS``, ``SSE_CLIENT_IPV6_PREFIX``, ``SSE_MAX_EVENT_BYTES`` and ``SSE_MAX_HISTORY_BYTES``,
         once: later changes to ``app.config`` are not seen. Then
         ``app.extensions["sse"]`` and ``app.sse`` are this object, and the
         ``flask sse`` commands are added to the app's command line.

@@ -37,6 +37,7 @@ class MemoryBackend:
         self._counters = fanout.counters
         self._deliver = fanout.deliver
         self._max_history = settings.max_history
+        self._max_bytes = settings.max_history_bytes
         self._ttl = settings.history_ttl
         self._tombstone_ttl = settings.tombstone_ttl
         self._window = (settings.history_ttl or 0) + settings.tombstone_ttl
@@ -46,6 +47,8 @@ class MemoryBackend:
         self._lock = allocate_lock()
         self._last_id = 0
         self._stores: dict[str, deque[Event]] = {}
+        # channel (with a store) -> the bytes of its events as sent, without their id lines.
+        self._bytes: dict[str, int] = {}
         # channel (with a store) -> the highest id that has left its store.
         self._gone: dict[str, int] = {}
         # With a TTL: channels with a store, by the time of their last event
@@ -65,9 +68,10 @@ class MemoryBackend:
         with self._lock:
             if with_id:
                 self._last_id += 1
+                size = len(event.frame)  # without the id line
                 event = event.with_id(self._last_id)
                 if self._max_history:
-                    self._store(channel, event)
+                    self._store(channel, event, size)
             self._deliver(channel, event)
         return event
 
@@ -131,16 +135,20 @@ class MemoryBackend:
 
     # -- under the lock -------------------------------------------------------
 
-    def _store(self, channel: str, event: Event) -> None:
+    def _store(self, channel: str, event: Event, size: int) -> None:
         now = event.created
         store = self._stores.get(channel)
         if store is None:
             store = self._stores[channel] = deque()
             tombstone = self._tombstones.pop(channel, None)
             self._gone[channel] = tombstone[0] if tombstone else 0
+            self._bytes[channel] = 0
         elif len(store) >= self._max_history:
-            self._gone[channel] = store.popleft().id  # type: ignore[assignment]
+            self._pop(channel, store)
         store.append(event)
+        held = self._bytes[channel] = self._bytes[channel] + size
+        while held > self._max_bytes and len(store) > 1:  # (core refuses an event over it alone)
+            held = self._pop(channel, store)
         if self._ttl is None:  # (with a TTL, stores come and go: their reads are not kept)
             self._versions[channel] = self._versions.get(channel, 0) + 1
         else:
@@ -150,13 +158,20 @@ class MemoryBackend:
             self._expire(channel, now)
             self._sweep(now)
 
+    def _pop(self, channel: str, store: deque[Event]) -> int:
+        """The oldest event of ``channel`` leaves its store; the bytes left."""
+        event = store.popleft()
+        self._gone[channel] = event.id  # type: ignore[assignment]
+        held = self._bytes[channel] = self._bytes[channel] - _size(event)
+        return held
+
     def _expire(self, channel: str, now: float) -> None:
         store = self._stores.get(channel)
         if self._ttl is None or not store:
             return
         deadline = now - self._ttl
         while store and store[0].created <= deadline:
-            self._gone[channel] = store.popleft().id  # type: ignore[assignment]
+            self._pop(channel, store)
         if not store:
             self._bury(channel, now)
 
@@ -188,13 +203,14 @@ class MemoryBackend:
         held = len(self._stores) + len(self._tombstones)
         self._peak = max(self._peak, held)
         if self._peak > COMPACT_ABOVE and held < self._peak // 8:
-            self._stores, self._gone = dict(self._stores), dict(self._gone)
+            self._stores, self._gone, self._bytes = dict(self._stores), dict(self._gone), dict(self._bytes)
             self._last_stored, self._tombstones = OrderedDict(self._last_stored), OrderedDict(self._tombstones)
             self._peak = held
 
     def _bury(self, channel: str, expired_at: float) -> None:
         """The store of ``channel`` is empty: keep only its tombstone."""
         del self._stores[channel]
+        del self._bytes[channel]
         self._last_stored.pop(channel, None)
         self._tombstones[channel] = (self._gone.pop(channel), expired_at + self._tombstone_ttl)
         self._tombstones.move_to_end(channel)
@@ -214,3 +230,8 @@ class MemoryBackend:
         if self._ttl is None:
             return 0
         return self._checkpoints[0][1] if self._checkpoints else self._last_id
+
+
+def _size(event: Event) -> int:
+    """The bytes of a stored event as sent, without its ``id:`` line (as ``SSE_MAX_EVENT_BYTES`` counts them)."""
+    return len(event.frame) - len(b"id: \n") - len(str(event.id))

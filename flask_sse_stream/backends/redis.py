@@ -56,7 +56,7 @@ class RedisBackend:
         if settings.redis_url is None:
             raise ValueError("the Redis backend needs SSE_REDIS_URL")
         self.fanout = fanout
-        self.max_history = settings.max_history
+        self.max_history, self._max_bytes = settings.max_history, settings.max_history_bytes
         self.reset_event = settings.reset_event
         self._prefix = settings.redis_prefix
         self._ttl_ms = int(settings.history_ttl * 1000) if settings.history_ttl else 0
@@ -116,7 +116,7 @@ class RedisBackend:
         keys = [self.key("id"), self.key("lost"), self.key("clock"), self.control_key]
         keys += [self.key("epoch"), self.key("restart")]
         args: list[bytes | str | int] = [self.max_history, self._ttl_ms, counter.seen, self._tombstone_ms]
-        args += [self.publish_command, counter.epoch]
+        args += [self.publish_command, counter.epoch, self._max_bytes]
         for send in sends:
             keys += [self.key("store", send.channel), self.key("marks", send.channel), self.pubsub_name(send.channel)]
             args += [send.channel, send.frame, int(send.with_id), send.meta]

@@ -6,7 +6,8 @@ Cluster every key of an app is in one hash slot (the scripts touch several):
 - ``{sse}:id``: the last id given;
 - ``{sse}:store:<channel>``: the stored entries of a channel, oldest first;
 - ``{sse}:marks:<channel>``: a hash: ``last``, the last id stored there,
-  ``gone``, the highest id that left the store (trimmed or expired), and
+  ``gone``, the highest id that left the store (trimmed or expired),
+  ``bytes``, the bytes of the stored frames (``SSE_MAX_HISTORY_BYTES``), and
   ``seq``, the number of events ever sent to the channel (a subscription that
   was lost can tell whether it missed one). It expires with the store (and
   ``SSE_TOMBSTONE_TTL`` later: the channel's tombstone), or, without a store,
@@ -53,22 +54,39 @@ from .redis_counter import COUNTER
 #: The sends of one batch (see :mod:`..group_commit`), in order, as if each ran alone.
 #: KEYS: id, lost, clock, control, epoch, restart, then per send: store, marks, pub/sub channel.
 #: ARGV: max_history, ttl_ms, floor, tombstone_ms, publish command, the epoch this process
-#: knows, then per send: channel, frame, with_id, meta. Returns {epoch, id of each send ('' if live)}.
+#: knows, max_history_bytes, then per send: channel, frame, with_id, meta. Returns {epoch, id of
+#: each send ('' if live)}.
 SEND = (
     COUNTER
     + """
 local K = {id = KEYS[1], lost = KEYS[2], control = KEYS[4], epoch = KEYS[5], restart = KEYS[6]}
 local max, ttl, floor, tomb = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local publish, known = ARGV[5], ARGV[6]
+local publish, known, max_bytes = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 local result = {''}
+
+-- A stored entry's id, and the bytes of its frame (the event as sent, without its id line).
+local function measure(entry)
+  local id, meta, start = string.match(entry, '^(%d+) %d+ (%d+) %d+\\n()')
+  return id, #entry - start + 1 - tonumber(meta)
+end
+
+local function frame_bytes(entry)
+  local _, bytes = measure(entry)
+  return bytes
+end
+
+local function pop(store)
+  return measure(redis.call('LPOP', store))
+end
 
 local function send(store, marks, pubsub, channel, frame, with_id, meta)
   local id, stored, new_store = '', false, false
   local seq = redis.call('HINCRBY', marks, 'seq', 1)
   if with_id == '1' then
-    local here = tonumber(redis.call('HGET', marks, 'last') or '0')
+    local last, held = unpack(redis.call('HMGET', marks, 'last', 'bytes'))
+    local here = tonumber(last or '0')
     local current
     current, result[1] = safe_counter(K, math.max(floor, here), known, publish)
     id = fmt(current + 1)
@@ -81,13 +99,26 @@ local function send(store, marks, pubsub, channel, frame, with_id, meta)
       if size == 1 then
         new_store = true
         if here > 0 then gone = here end  -- the store had expired: its last id left it
+        held = #frame
+      elseif held then
+        held = tonumber(held) + #frame
+      else  -- a store kept before its bytes were counted: count them once
+        held = 0
+        for _, kept in ipairs(redis.call('LRANGE', store, 0, -1)) do held = held + frame_bytes(kept) end
       end
-      local excess = size - max
+      local excess, bytes = size - max, 0
       if excess == 1 then
-        gone = string.match(redis.call('LPOP', store), '^(%d+) ')
-      elseif excess > 1 then
+        gone, bytes = pop(store)
+        held, size = held - bytes, size - 1
+      elseif excess > 1 then  -- SSE_MAX_HISTORY was lowered
+        for _, old in ipairs(redis.call('LRANGE', store, 0, excess - 1)) do held = held - frame_bytes(old) end
         gone = string.match(redis.call('LINDEX', store, excess - 1), '^(%d+) ')
         redis.call('LTRIM', store, excess, -1)
+        size = max
+      end
+      while held > max_bytes and size > 1 do
+        gone, bytes = pop(store)
+        held, size = held - bytes, size - 1
       end
       if ttl > 0 then
         while true do
@@ -96,7 +127,7 @@ local function send(store, marks, pubsub, channel, frame, with_id, meta)
           local hid, ms = string.match(head, '^(%d+) (%d+) ')
           if tonumber(ms) > now - ttl then break end
           gone = hid
-          redis.call('LPOP', store)
+          held = held - frame_bytes(redis.call('LPOP', store))
         end
         redis.call('PEXPIRE', store, ttl)
         local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
@@ -106,9 +137,9 @@ local function send(store, marks, pubsub, channel, frame, with_id, meta)
         redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (now - ttl - tomb))
       end
       if gone then
-        redis.call('HSET', marks, 'last', id, 'gone', gone)
+        redis.call('HSET', marks, 'last', id, 'bytes', held, 'gone', gone)
       else
-        redis.call('HSET', marks, 'last', id)
+        redis.call('HSET', marks, 'last', id, 'bytes', held)
       end
     end
   end
@@ -124,7 +155,7 @@ local function send(store, marks, pubsub, channel, frame, with_id, meta)
 end
 
 for i = 0, (#KEYS - 6) / 3 - 1 do
-  local k, a = 7 + 3 * i, 7 + 4 * i
+  local k, a = 7 + 3 * i, 8 + 4 * i
   result[i + 2] = send(KEYS[k], KEYS[k + 1], KEYS[k + 2], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
 return result
