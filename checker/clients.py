@@ -150,6 +150,10 @@ class Client(threading.Thread):
     def _reader(self) -> StreamReader:
         return StreamReader()
 
+    def _end_of(self, reader: StreamReader) -> str:
+        """How a connection the server ended (or closed under it) is recorded."""
+        return "server-end"
+
     def _query(self, record: Connection) -> list[tuple[str, str]]:
         """The stream's query: its channels and the admission it asks for."""
         query = [("channel", channel) for channel in self.channels]
@@ -214,7 +218,7 @@ class Client(threading.Thread):
             self._take(reader.feed(data), reader, record)
         if data and not reader.finished:
             return True
-        record.ended = "server-end"
+        record.ended = self._end_of(reader)
         record.partial = reader.partial()
         record.error = reader.body.decode("utf-8", "replace")
         return False

@@ -4,7 +4,9 @@ A WebSocket client is a ``Client`` in all it draws and records; only its
 wire differs (see ``checker.ws_wire``): it asks with an upgrade request,
 resumes with ``?lastEventId=`` (a WebSocket has no ``Last-Event-ID``
 header), answers pings and the server's close, and closes with a close
-frame (1000) where an SSE client just closes its socket. A refusal's close
+frame (1000) where an SSE client just closes its socket; a connection the
+server closes without a close frame is recorded as cut ("network: ..."),
+as a browser's 1006. A refusal's close
 code (4403, 4429, 4400) is recorded as the status an SSE stream would have
 been answered, so that the same rules judge both.
 """
@@ -25,6 +27,11 @@ class WebSocketClient(Client):
 
     def _reader(self) -> FrameReader:
         return FrameReader()
+
+    def _end_of(self, reader: FrameReader) -> str:  # type: ignore[override]
+        # A clean end is a close frame. A connection closed without one is cut (1006, as a browser says):
+        # no WebSocket client hands on a part of a frame, and a slow client's cut has no close frame.
+        return "server-end" if reader.finished else "network: closed without a close frame"
 
     def _request(self, via: str | None, record: Connection) -> bytes:
         query = self._query(record)
