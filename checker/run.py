@@ -25,7 +25,7 @@ from .deploy import PREFIX, TOKEN, Deployment, start, wait_until
 from .history import OK, Clock, History, Marker, Meta
 from .monitor import Monitor, hub_samples, wait_loaded
 from .nemesis import CHANNELS, DEFAULT_MAX_HISTORY, Nemesis, draw_config, draw_schedule
-from .senders import Sender, send_once
+from .senders import Sender, killed_at_graceful_timeout, send_once
 from .ws_clients import WebSocketClient
 
 SENDERS = 4
@@ -133,6 +133,7 @@ def _record(
 ) -> None:
     history = outcome.history
     history.sends = sorted((s for sender in senders for s in sender.sends), key=lambda s: s.invoke)
+    killed_at_graceful_timeout(history.sends, nemesis.faults)
     history.connections = [c for client in clients for c in client.connections] + nemesis.probes
     history.faults = sorted(nemesis.faults, key=lambda fault: fault.start)
     history.endings = nemesis.endings

@@ -25,7 +25,10 @@ import threading
 from typing import Any
 
 from .app_sends import MANY
-from .history import FAILED, INDETERMINATE, OK, Clock, Send
+from .history import FAILED, INDETERMINATE, OK, Clock, Fault, Send
+
+#: The answer gevent's pywsgi gives a request whose greenlet was killed (its ``_ERRORS[500]``), as recorded.
+PYWSGI_500 = "not JSON: Internal Server Error"
 
 PATHS = ["method", "function", "greenlet", "thread", "publish", "timeout", "kill", "threads", "pool", "seq", "burst"]
 #: How often each path is drawn: the paths of several events less often, so the run's load stays near
@@ -193,3 +196,17 @@ class Sender(threading.Thread):
             if start is not None and end is not None:
                 record.call_start, record.call_end = self.clock.of(start), self.clock.of(end)
             self.sends.append(record)
+
+
+def killed_at_graceful_timeout(sends: list[Send], faults: list[Fault]) -> None:
+    """Sends answered ``500 Internal Server Error`` by gevent's pywsgi handler while a worker was stopping are
+    indeterminate (no longer failed): gunicorn kills a request that outlives ``--graceful-timeout``, and
+    pywsgi (under GeventWebSocketWorker) answers it so, where ``-k gevent`` closes the connection. The send
+    may have been made (a script sent to a stalled Redis runs when it resumes), and nothing of the app ran
+    to say which worker it was (no ``X-Worker``)."""
+    for send in sends:
+        if send.status != 500 or send.error != PYWSGI_500:
+            continue
+        if any(fault.stopped_pids and fault.start <= send.complete and send.invoke <= fault.end for fault in faults):
+            send.outcome, send.status = INDETERMINATE, None
+            send.error = "killed at the graceful timeout of a stopping worker (pywsgi answered 500)"

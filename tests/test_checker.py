@@ -33,6 +33,7 @@ from checker.history import (
 )
 from checker.report import fault_counts, reproduce, summary, violations_text
 from checker.run import plan, run
+from checker.senders import PYWSGI_500, killed_at_graceful_timeout
 from checker.wire import StreamReader
 from checker.ws_wire import FrameReader
 
@@ -141,6 +142,19 @@ def test_an_event_whose_send_failed_must_not_arrive() -> None:
     sends = [*five_sends(), send(5, None, 6.0, outcome="failed")]
     history = History(meta(), sends, [connection(0, [*ids_data([1, 2, 3, 4, 5]), (6, "s0-5")], 0.5)])
     assert kinds(history) == ["failed-send-delivered"]
+
+
+def test_a_send_killed_by_a_stopping_workers_graceful_timeout_may_have_happened() -> None:
+    """pywsgi (GeventWebSocketWorker) answers 500 for a request gunicorn killed at --graceful-timeout."""
+    killed, stray = send(5, None, 6.0, outcome="failed"), send(6, None, 8.0, outcome="failed")
+    for one in (killed, stray):
+        one.status, one.error = 500, PYWSGI_500
+    stop = Fault("worker-term", 5.5, 6.5, stopped_pids=[1])
+    history = History(meta(), [*five_sends(), killed, stray], [connection(0, [*ids_data([1, 2, 3, 4, 5])], 0.5)])
+    history.faults = [stop]
+    killed_at_graceful_timeout(history.sends, history.faults)
+    assert killed.outcome == "indeterminate" and killed.status is None
+    assert kinds(history) == ["send-error"] and stray.status == 500  # a 500 with no stop around it is a finding
 
 
 def test_a_failed_send_while_the_store_died_may_have_happened() -> None:
