@@ -100,14 +100,15 @@ class Model:
         return any(f.loses_data and f.start <= high and f.end >= low for f in self.history.faults)
 
     def maybe_after(self, scope: int, channel: str, since: float) -> list[Send]:
-        """Sends of ``channel`` that may have happened (or did) without an accepted id, invoked after ``since``."""
+        """Sends of ``channel`` that may have happened (or did) without an accepted id, still running at ``since``
+        or invoked after it (so they may have been stored after a send invoked then)."""
         return [
             s
             for s in self.history.sends
             if s.channel == channel
             and s.with_id
             and s.outcome != OK
-            and s.invoke > since
+            and s.complete > since
             and (self.may_have_happened(s) or s.data in self.observed)
             and (not self.meta.ids_per_process or s.pid is None or self.scope(s.pid) == scope)
         ]

@@ -4,13 +4,15 @@ A reset received at time ``t`` on a connection that resumed from ``r`` is
 justified when (a) ``r`` is above every id accepted before the connection
 started (an id the server never gave), or (b) an accepted event of one of the
 connection's channels with an id above ``r`` may have left the store: at least
-SSE_MAX_HISTORY of them were invoked before ``t``, or, with SSE_HISTORY_TTL,
-one was invoked more than TTL - 0.5 s before ``t``; or (c) a fault that loses
-data was not over yet when the send that got ``r`` was invoked, and began
-before ``t``; or (d) no accepted send got ``r``. A reset on an open stream
-(after other events on it: told in-band) is justified by a Redis fault
-within the library's recovery time before it. With SSE_MAX_HISTORY = 0 no
-reset is ever due, and a connection that sent no resume point never needs one.
+SSE_MAX_HISTORY of them were invoked before ``t`` (counting the sends without
+an accepted id that may have happened and were still running when the send
+that got ``r`` was invoked: the items of its own burst), or, with
+SSE_HISTORY_TTL, one was invoked more than TTL - 0.5 s before ``t``; or (c) a
+fault that loses data was not over yet when the send that got ``r`` was
+invoked, and began before ``t``; or (d) no accepted send got ``r``. A reset on
+an open stream (after other events on it: told in-band) is justified by a
+Redis fault within the library's recovery time before it. With
+SSE_MAX_HISTORY = 0 no reset is ever due, and a connection that sent no resume point never needs one.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def _in_band(reset: Received, model: Model) -> str | None:
 def _may_have_left(model: Model, scope: int, channel: str, sent: Send, t: float) -> bool:
     assert sent.id is not None
     later = [s for s in model.accepted_above(scope, channel, sent.id) if s.invoke < t]
-    later += [s for s in model.maybe_after(scope, channel, sent.complete) if s.invoke < t]
+    # With it or after it: the items of its own batch (a burst, a pool) that timed out were stored after it.
+    later += [s for s in model.maybe_after(scope, channel, sent.invoke) if s.invoke < t]
     if len(later) >= model.meta.max_history:
         return True
     ttl = model.meta.history_ttl

@@ -371,6 +371,15 @@ def test_a_reset_after_the_resume_point_was_evicted_is_justified() -> None:
     assert check(History(meta(max_history=2), five_sends(), [first, again])) == []
 
 
+def test_a_reset_after_timed_out_items_of_the_resume_points_own_burst_filled_the_store_is_justified() -> None:
+    # A burst's items share one invoke time; those that timed out may have been stored after the resume point.
+    burst = [send(n, n + 1 if n in (0, 4) else None, 1.0, outcome="ok" if n in (0, 4) else "indeterminate")
+             for n in range(5)]  # fmt: skip
+    first = connection(0, ids_data([1]), 0.5)
+    again = connection(1, [(None, "RESET"), (5, "s0-4")], 5.5, resume=1)
+    assert check(History(meta(max_history=3), burst, [first, again])) == []
+
+
 def test_a_reset_after_the_resume_point_expired_is_justified() -> None:
     first = connection(0, ids_data([1]), 0.5)
     again = connection(1, [(None, "RESET"), *ids_data([4, 5])], 5.5, resume=1)
