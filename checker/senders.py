@@ -116,7 +116,9 @@ def send_request(
         return [{"status": status, "pid": pid, "outcome": OK, "id": answer.get("id")}]
     why = " ".join(str(answer.get("error")).split())  # one line: greenlet's errors span several
     outcome = INDETERMINATE if status == 503 and "may or may not" in why else FAILED
-    return [{"status": status, "pid": pid, "outcome": outcome, "error": why, "traceback": answer.get("traceback")}]
+    # One record per item: a request of several that failed as a whole (a 500 from the handler) failed for each.
+    fields = {"status": status, "pid": pid, "outcome": outcome, "error": why, "traceback": answer.get("traceback")}
+    return [dict(fields) for _ in items]
 
 
 def _result(result: dict[str, Any], pid: int | None) -> dict[str, Any]:
