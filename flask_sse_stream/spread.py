@@ -2,12 +2,11 @@
 
 One stream alone draws its moment at random. Streams ended together (a
 SIGTERM, one ``end_streams``) are told one after another, as their writers
-get their turn, which takes a busy process a while: a :class:`Telling` gives
-the k-th told of n the retry that brings its client back in the k-th 1/n of
-the spread, counted from when the last of them will have been told (at the
-pace so far). Their clients then come back n / spread a second, not faster,
-and not while the process is still busy telling the others; each within the
-spread of its own end.
+get their turn, which takes a busy process a while (T): a :class:`Telling`
+gives the k-th told of n the retry that brings its client back in the k-th
+1/n of the time from the first told to the spread after the last (T + spread,
+T at the pace so far). Their clients come back evenly, n / (T + spread) a
+second, the first told first; each within the spread of its own end.
 """
 
 from __future__ import annotations
@@ -40,5 +39,6 @@ class Telling:
             self.first = now
         # When the last will be told, at the pace since the first (the closes before it say nothing of it).
         done = now + (now - self.first) * (self.count - k) / k if k else now
-        back = done + spread * (min(k, self.count - 1) + random.random()) / self.count
+        # From the first told to the spread after the last: the k-th of n in its 1/n of that.
+        back = self.first + (done - self.first + spread) * (min(k, self.count - 1) + random.random()) / self.count
         return retry_block(min(spread, max(0.0, back - now)))
