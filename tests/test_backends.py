@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from flask import Flask
 from flask_sse_stream import SSE
 from flask_sse_stream.backends.redis_connection import POOL_SIZE
 from flask_sse_stream.core import core_of
+from tests.support.backend_apps import OnABackend
 from tests.support.redis_server import RedisServer, ids_from_one
 from tests.support.streams import END, until_end
 from tests.support.waiting import wait_until
@@ -98,26 +99,8 @@ def describe_run(got: list, expected: list) -> str:
     )
 
 
-class BackendContract:
+class BackendContract(OnABackend):
     """What every backend guarantees. Subclasses provide ``backend_config``."""
-
-    @pytest.fixture
-    def backend_config(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def new_app(self, make_app, backend_config) -> Iterator[Callable[..., tuple[Flask, SSE]]]:
-        """``new_app(**config)``: an app on this backend; its backend is closed after the test."""
-        made: list[tuple[Flask, SSE]] = []
-
-        def make(**config: Any) -> tuple[Flask, SSE]:
-            app, sse = make_app(**{**backend_config, **config})
-            made.append((app, sse))
-            return app, sse
-
-        yield make
-        for _app, sse in made:
-            sse.close()
 
     # -- ids ------------------------------------------------------------------------
 

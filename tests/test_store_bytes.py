@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from flask import Flask
 from flask_sse_stream import SSE
 from flask_sse_stream.endpoints import MAX_BODY
 from flask_sse_stream.event import new_event
+from tests.support.backend_apps import OnABackend
 from tests.support.redis_server import RedisServer, ids_from_one
 from tests.support.streams import until_end
 from tests.support.waiting import wait_until
@@ -41,24 +42,7 @@ def send(sse: SSE, size: int, channel: str = "sse") -> int:
     return number
 
 
-class StoreBytesContract:
-    @pytest.fixture
-    def backend_config(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    @pytest.fixture
-    def new_app(self, make_app, backend_config) -> Iterator[Callable[..., tuple[Flask, SSE]]]:
-        made: list[tuple[Flask, SSE]] = []  # the apps too: an SSE keeps its apps by weak reference
-
-        def make(**config: Any) -> tuple[Flask, SSE]:
-            app, sse = make_app(**{**backend_config, **config})
-            made.append((app, sse))
-            return app, sse
-
-        yield make
-        for _app, sse in made:
-            sse.close()
-
+class StoreBytesContract(OnABackend):
     def test_a_channel_keeps_only_its_newest_events_that_fit_in_the_bound(self, new_app):
         _, sse = new_app(SSE_MAX_HISTORY_BYTES=350)
         for _ in range(6):
