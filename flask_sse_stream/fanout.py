@@ -259,8 +259,8 @@ MAX_LOOKS = 20
 def end_gracefully(streams: list[Stream]) -> None:
     """End ``streams`` and their connections; cut those stuck in one write for :data:`GRACE` seconds.
 
-    Their clients come back spread out, in the order they are told, once all
-    are told (see :class:`~flask_sse_stream.spread.Telling`).
+    Their clients come back evenly, in the order they are told, from the
+    first told to the spread after the last (see :class:`~flask_sse_stream.spread.Telling`).
 
     A stream whose client stopped reading cannot finish its write: its
     connection is cut, so that nothing waits on it. One whose writer has not
