@@ -19,8 +19,10 @@ Then one storm:
 - ``sigterm``: the worker gets SIGTERM; gunicorn starts another;
 - ``end``: ``end_streams(channel="c0")``: 5,000 streams.
 
-Reported: streams that the server ended; the authorizer's calls at the peak
-(the most in one second; from every worker process that ran); reads of the
+Reported: streams that the server ended; the most in one second (Unix) of
+the moments the clients meant to come back (their end + their retry), of
+their connections, and of the authorizer's calls (from every worker process
+that ran; ``STORM_DUMP=file`` appends all three in 100 ms bins); reads of the
 store (``store_reads``, where the version has it) and Redis's calls and CPU
 during the storm; the seconds until every client has received a marker sent
 after its last reconnection; markers of a client's channel accepted during
@@ -81,6 +83,9 @@ class Client:
     received: set[int] = field(default_factory=set)
     #: (marker id, seconds after its send) of each marker received.
     latencies: list[tuple[int, float]] = field(default_factory=list)
+    #: Moments (time.time()) it meant to come back (its end + its retry), and moments it connected.
+    planned: list[float] = field(default_factory=list)
+    connects: list[float] = field(default_factory=list)
 
 
 class Crowd:
@@ -106,6 +111,7 @@ class Crowd:
         sock.sendall(request.encode())
         sock.setblocking(False)
         client.sock, client.tail, client.connected_at, client.reconnect_at = sock, b"", time.time(), None
+        client.connects.append(client.connected_at)
         self.by_fd[sock.fileno()] = client
         self.poller.register(sock.fileno(), select.EPOLLIN)
 
@@ -151,6 +157,7 @@ class Crowd:
         client.sock.close()
         client.sock, client.ends = None, client.ends + 1
         client.reconnect_at = time.monotonic() + client.retry
+        client.planned.append(time.time() + client.retry)
 
 
 class Deployment:
@@ -264,6 +271,9 @@ def run_storm(storm: str, source: Path, streams: int, seconds: float, spread: st
             return _drive(deployment, storm, streams, seconds)
         finally:
             deployment.stop()
+            if os.environ.get("STORM_DUMP"):  # and the worker's log beside it
+                with open(os.environ["STORM_DUMP"] + ".log", "a") as log:
+                    log.write((Path(directory) / "gunicorn.log").read_text())
 
 
 def _drive(deployment: Deployment, storm: str, streams: int, seconds: float) -> dict[str, object]:
@@ -357,12 +367,18 @@ def _report(deployment, clients, markers, started, resumed, ends, before, after)
         owed = {id for id, channel, at in markers.sent if channel == client.channel and at > started}
         missed += len(owed - client.received)
     latencies = [seconds for client in clients for id, seconds in client.latencies if id > 0]
+    planned = Counter(int(at) for client in clients for at in client.planned if at >= started)
+    connects = Counter(int(at) for client in clients for at in client.connects if at >= started)
+    if os.environ.get("STORM_DUMP"):  # 100 ms bins, for a closer look
+        _dump(Path(os.environ["STORM_DUMP"]), deployment, clients, started)
     return {
         "streams ended": sum(client.ends for client in clients) - ends,
         "resets before": sum(1 for client in clients for at in client.reset_at if at < started),
         "resets during": sum(1 for client in clients for at in client.reset_at if at >= started),
         "told a retry": sum(1 for client in clients if client.told_retry),
         "authorizer calls": sum(during.values()),
+        "planned peak /s": max(planned.values(), default=0),
+        "connects peak /s": max(connects.values(), default=0),
         "authorizer peak /s": max(during.values(), default=0),
         "store reads": _grown(before, after, "store_reads", "pid"),
         "Redis calls": _grown(before, after, "redis_calls", "redis_run"),
@@ -371,6 +387,21 @@ def _report(deployment, clients, markers, started, resumed, ends, before, after)
         "markers missed": missed,
         "p99 latency ms": round(1000 * statistics.quantiles(latencies, n=100)[98], 1) if len(latencies) > 100 else 0,
     }
+
+
+def _dump(path: Path, deployment: Deployment, clients: list[Client], started: float) -> None:
+    def bins(moments: list[float]) -> dict[str, int]:
+        counted = Counter(round(at - started, 1) for at in moments if at >= started)
+        return {str(at): counted[at] for at in sorted(counted)}
+
+    authorized = [float(moment) for path in deployment.directory.glob("auth-*.json")
+                  for moment, n in json.loads(path.read_text()).items() for _ in range(n)]  # fmt: skip
+    with path.open("a") as out:
+        out.write(json.dumps({
+            "planned": bins([at for client in clients for at in client.planned]),
+            "connects": bins([at for client in clients for at in client.connects]),
+            "authorized": bins(authorized),
+        }) + "\n")  # fmt: skip
 
 
 def main() -> int:
