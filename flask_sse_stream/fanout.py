@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 
 from .access import Ending, describe
-from .concurrency import allocate_lock, later, thread_ident
+from .concurrency import allocate_lock, later, on_a_hub, thread_ident
 from .event import Event
 from .replay import ReplayPlan, StoreFacts, in_band
 from .spread import Telling
@@ -260,17 +260,27 @@ def end_gracefully(streams: list[Stream]) -> None:
     """End ``streams`` and their connections; cut those stuck in one write for :data:`GRACE` seconds.
 
     Their clients come back evenly, in the order they are told, from the
-    first told to the spread after the last (see :class:`~flask_sse_stream.spread.Telling`).
+    first told to the spread after the last (see :class:`~flask_sse_stream.spread.Telling`), told
+    :data:`TURN` at a time on a hub, so that the first are let in as they come.
 
     A stream whose client stopped reading cannot finish its write: its
     connection is cut, so that nothing waits on it. One whose writer has not
     had its turn yet (a busy process ending thousands) is left to end cleanly.
     """
-    telling = Telling(len(streams))
-    for stream in streams:
-        stream.close(hangup=True, planned=True, telling=telling)
+    _tell(streams, Telling(len(streams)))
     if streams:
         later(GRACE, _cut_stuck, [(stream, stream.writes) for stream in streams])
+
+
+#: Streams told per turn of the loop: a greenlet woken meanwhile (a client come back) runs between turns.
+TURN = 64
+
+
+def _tell(streams: list[Stream], telling: Telling, start: int = 0) -> None:
+    for stream in streams[start : start + TURN] if on_a_hub() else streams:
+        stream.close(hangup=True, planned=True, telling=telling)
+    if on_a_hub() and start + TURN < len(streams):
+        later(0, _tell, streams, telling, start + TURN)
 
 
 def _cut_stuck(marked: list[tuple[Stream, int]], looks: int = 1) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 import selectors
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import gevent
 import pytest
 
 from flask_sse_stream.core import core_of
@@ -124,3 +126,29 @@ def test_the_clients_of_streams_ended_together_come_back_evenly_over_the_spread(
     back.sort()
     stray = max(abs(moment - back[0] - 0.1 * k) for k, moment in enumerate(back))
     assert stray < 0.2, [round(moment - back[0], 2) for moment in back]
+
+
+def test_work_that_arrives_while_many_streams_are_ended_is_not_queued_behind_all_of_them(make_app, serve) -> None:
+    """300 streams ended by one ``end_streams`` on the server's own loop: a greenlet started just after
+    (as the first clients coming back are) runs while most of them are still being told, not after the
+    last; every stream still ends with its ``retry:``. Telling them all in one turn of the loop held the
+    first clients back until the end, and let them in together (issue 24 (c))."""
+    app, sse = make_app(SSE_RECONNECT_SPREAD=5)
+    open_when_it_ran: list[int] = []
+
+    @app.post("/end")
+    def end() -> str:
+        sse.end_streams(channel="news")
+        gevent.spawn(lambda: open_when_it_ran.append(sse.count_streams(channel="news")))
+        return "ended"
+
+    port = serve(app).port
+    clients = [StreamClient(port, "/stream?channel=news") for _ in range(300)]
+    for client in clients:
+        client.next_chunk()  # the opening
+    assert urllib.request.urlopen(f"http://127.0.0.1:{port}/end", data=b"", timeout=10).read() == b"ended"
+    for client in clients:
+        body, ended = dechunk(read_to_the_end(client.sock, client._raw))
+        client.close()
+        assert ended and re.search(rb"(?m)^retry: \d+$", body), body
+    assert open_when_it_ran and open_when_it_ran[0] >= 150, open_when_it_ran
