@@ -227,6 +227,15 @@ class Deployment:
                     per_second[int(float(moment))] += n
         return per_second
 
+    def authorizer_window_peak(self, since: float) -> int:
+        """The most calls in any ten consecutive 100 ms bins from ``since`` (a second wherever it starts)."""
+        bins: Counter[int] = Counter()
+        for path in self.directory.glob("auth-*.json"):
+            for moment, n in json.loads(path.read_text()).items():
+                if float(moment) >= since:
+                    bins[round(float(moment) * 10)] += n
+        return max((sum(bins[start + k] for k in range(10)) for start in bins), default=0)
+
     @staticmethod
     def wait(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout
@@ -290,7 +299,14 @@ def _drive(deployment: Deployment, storm: str, streams: int, seconds: float) -> 
     markers = Markers(deployment)
     markers.start()
     _until(lambda: all(client.received for client in clients), 120, "every stream to get a marker")
+    if os.environ.get("STORM_FREEZE"):  # the worker's collector no longer scans what the streams hold so far
+        deployment.request("POST", "/freeze")
     before = _numbers(deployment)
+    answer = deployment.request("GET", "/numbers?objects=25") or {}
+    objects = answer.get("objects") or 0
+    if os.environ.get("STORM_DUMP"):
+        with open(os.environ["STORM_DUMP"] + ".kinds", "a") as out:
+            out.write(json.dumps({kind: round(n / len(clients), 1) for kind, n in answer.get("kinds", [])}) + "\n")
     started = time.time()
     ends = sum(client.ends for client in clients)
     _trigger(deployment, storm)
@@ -301,7 +317,8 @@ def _drive(deployment: Deployment, storm: str, streams: int, seconds: float) -> 
     crowd.stopping.set()
     reader.join()
     after = _numbers(deployment)
-    return _report(deployment, clients, markers, started, resumed, ends, before, after)
+    return {**_report(deployment, clients, markers, started, resumed, ends, before, after),
+            "objects tracked per stream": round(objects / len(clients))}  # fmt: skip
 
 
 def _trigger(deployment: Deployment, storm: str) -> None:
@@ -380,6 +397,7 @@ def _report(deployment, clients, markers, started, resumed, ends, before, after)
         "planned peak /s": max(planned.values(), default=0),
         "connects peak /s": max(connects.values(), default=0),
         "authorizer peak /s": max(during.values(), default=0),
+        "authorizer peak in any 1 s": deployment.authorizer_window_peak(started),
         "store reads": _grown(before, after, "store_reads", "pid"),
         "Redis calls": _grown(before, after, "redis_calls", "redis_run"),
         "Redis CPU s": round(_grown(before, after, "redis_cpu", "redis_run"), 2),
@@ -396,8 +414,11 @@ def _dump(path: Path, deployment: Deployment, clients: list[Client], started: fl
 
     authorized = [float(moment) for path in deployment.directory.glob("auth-*.json")
                   for moment, n in json.loads(path.read_text()).items() for _ in range(n)]  # fmt: skip
+    pauses = [pause for path in deployment.directory.glob("gc-*.json") for pause in json.loads(path.read_text())]
     with path.open("a") as out:
         out.write(json.dumps({
+            "gc pauses": [(round(at - started, 2), generation, took) for at, generation, took in pauses
+                          if at >= started - 1],
             "planned": bins([at for client in clients for at in client.planned]),
             "connects": bins([at for client in clients for at in client.connects]),
             "authorized": bins(authorized),

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import time
@@ -32,6 +33,19 @@ if "SSE_RECONNECT_SPREAD" in os.environ:
 sse = SSE(app)
 calls: Counter[int] = Counter()
 _writer: list[Any] = []
+#: The collector's passes that took over 20 ms: (Unix time at its start, generation, seconds).
+pauses: list[tuple[float, int, float]] = []
+_gc_start = [0.0]
+
+
+def _gc_watch(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    elif (took := time.perf_counter() - _gc_start[0]) > 0.02:
+        pauses.append((time.time() - took, info["generation"], round(took, 3)))
+
+
+gc.callbacks.append(_gc_watch)
 
 
 @sse.authorize
@@ -49,6 +63,7 @@ def _write_counts() -> None:
     while True:
         text = json.dumps({str(bucket / 10 + offset): n for bucket, n in calls.items()})
         path.write_text(text)
+        path.with_name(f"gc-{os.getpid()}.json").write_text(json.dumps(pauses))
         gevent.sleep(0.5)
 
 
@@ -74,6 +89,18 @@ def end() -> Any:
     return jsonify(ended=True)
 
 
+@app.post("/freeze")
+def freeze() -> Any:
+    """Move every object tracked so far out of the collector's reach (``gc.freeze()``): a warm worker's recipe."""
+    gc.collect()
+    gc.freeze()
+    return jsonify(frozen=gc.get_freeze_count())
+
+
 @app.get("/numbers")
 def numbers() -> Any:
-    return jsonify(stats=sse.stats, pid=os.getpid())
+    if "objects" not in request.args:
+        return jsonify(stats=sse.stats, pid=os.getpid())
+    objects = gc.get_objects()  # what the collector scans, by type (the commonest first)
+    kinds = Counter(type(item).__qualname__ for item in objects).most_common(int(request.args["objects"] or 20))
+    return jsonify(stats=sse.stats, pid=os.getpid(), objects=len(objects), kinds=kinds)
