@@ -218,22 +218,23 @@ class Deployment:
             return None
         return dict(line.split(":", 1) for line in data.decode().splitlines() if ":" in line)
 
+    def authorizations(self, since: float) -> list[tuple[float, int]]:
+        """(Unix moment, calls) per 100 ms from ``since``, from every worker process that ran."""
+        return [(float(moment), n) for path in self.directory.glob("auth-*.json")
+                for moment, n in json.loads(path.read_text()).items() if float(moment) >= since]  # fmt: skip
+
     def authorizer_calls(self, since: float) -> Counter[int]:
-        """Calls per second (Unix) from ``since``, from every worker process that ran (counted per 100 ms)."""
+        """Calls per second (Unix) from ``since``."""
         per_second: Counter[int] = Counter()
-        for path in self.directory.glob("auth-*.json"):
-            for moment, n in json.loads(path.read_text()).items():
-                if float(moment) >= since:
-                    per_second[int(float(moment))] += n
+        for moment, n in self.authorizations(since):
+            per_second[int(moment)] += n
         return per_second
 
     def authorizer_window_peak(self, since: float) -> int:
         """The most calls in any ten consecutive 100 ms bins from ``since`` (a second wherever it starts)."""
         bins: Counter[int] = Counter()
-        for path in self.directory.glob("auth-*.json"):
-            for moment, n in json.loads(path.read_text()).items():
-                if float(moment) >= since:
-                    bins[round(float(moment) * 10)] += n
+        for moment, n in self.authorizations(since):
+            bins[round(moment * 10)] += n
         return max((sum(bins[start + k] for k in range(10)) for start in bins), default=0)
 
     @staticmethod
@@ -412,8 +413,7 @@ def _dump(path: Path, deployment: Deployment, clients: list[Client], started: fl
         counted = Counter(round(at - started, 1) for at in moments if at >= started)
         return {str(at): counted[at] for at in sorted(counted)}
 
-    authorized = [float(moment) for path in deployment.directory.glob("auth-*.json")
-                  for moment, n in json.loads(path.read_text()).items() for _ in range(n)]  # fmt: skip
+    authorized = [moment for moment, n in deployment.authorizations(started) for _ in range(n)]
     pauses = [pause for path in deployment.directory.glob("gc-*.json") for pause in json.loads(path.read_text())]
     with path.open("a") as out:
         out.write(json.dumps({

@@ -277,10 +277,11 @@ TURN = 64
 
 
 def _tell(streams: list[Stream], telling: Telling, start: int = 0) -> None:
-    for stream in streams[start : start + TURN] if on_a_hub() else streams:
+    turn = TURN if on_a_hub() else len(streams)  # OS threads have no loop to share
+    for stream in streams[start : start + turn]:
         stream.close(hangup=True, planned=True, telling=telling)
-    if on_a_hub() and start + TURN < len(streams):
-        later(0, _tell, streams, telling, start + TURN)
+    if start + turn < len(streams):
+        later(0, _tell, streams, telling, start + turn)
 
 
 def _cut_stuck(marked: list[tuple[Stream, int]], looks: int = 1) -> None:
